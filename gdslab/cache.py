@@ -1,0 +1,226 @@
+"""Page-cache control: drop a file's pages, measure how much of it is resident, warm it.
+
+A "cold" load must read from storage, so before one we evict the checkpoint's pages
+(fsync, then posix_fadvise DONTNEED) and record the resident fraction that remained
+(mincore on a mapping of the file). Eviction is advice, not a command: dirty pages,
+pages mapped by a live process, and file systems whose pages are the only copy of the
+data (tmpfs) keep them. `can_evict(directory)` tries it for real on a small file, so
+tests and sweeps can skip with the reason instead of mislabelling a warm run as cold.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import GdslabError
+
+__all__ = [
+    "CacheError", "evict", "evict_all", "resident_fraction", "resident_fraction_all",
+    "resident_bytes", "warm", "can_evict", "page_size",
+]
+
+# Pages counted per mincore() call: bounds the status vector (1 byte a page) for huge files.
+_MINCORE_WINDOW_PAGES = 1 << 18
+_WARM_CHUNK = 16 << 20
+_PROBE_FILE_SIZE = 4 << 20
+# File systems whose pages cannot be dropped: there, the page cache is the storage.
+_UNEVICTABLE_FS = {"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"}
+
+_PROT_READ = 0x1
+_MAP_SHARED = 0x01
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class CacheError(GdslabError):
+    """A file's page-cache state could not be read or changed; names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def page_size() -> int:
+    """The kernel's page size in bytes (the unit of mincore and of the page cache)."""
+    return os.sysconf("SC_PAGE_SIZE")
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.restype = ctypes.c_int
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.restype = ctypes.c_int
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    return libc
+
+
+def _open(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise CacheError(path, f"cannot open: {e.strerror or e}") from None
+
+
+def evict(path: str | os.PathLike) -> None:
+    """Ask the kernel to drop every cached page of `path` (written-back first, so none stays dirty)."""
+    path = Path(path)
+    fd = _open(path)
+    try:
+        try:
+            os.fsync(fd)  # dirty pages cannot be dropped; write them back first
+        except OSError as e:
+            raise CacheError(path, f"fsync failed: {e.strerror or e}") from None
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError as e:
+            raise CacheError(path, f"posix_fadvise(DONTNEED) failed: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def resident_bytes(path: str | os.PathLike) -> tuple[int, int]:
+    """(bytes of `path` now in the page cache, file size); the last page counts only its part."""
+    path = Path(path)
+    fd = _open(path)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0, 0
+        libc = _libc()
+        addr = libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+        if addr is None or addr == _MAP_FAILED:
+            err = ctypes.get_errno()
+            raise CacheError(path, f"mmap for mincore failed: {os.strerror(err)}")
+        try:
+            pagesize = page_size()
+            pages = -(-size // pagesize)
+            vec = np.empty(min(pages, _MINCORE_WINDOW_PAGES), dtype=np.uint8)
+            resident_pages = 0
+            last_resident = False
+            for first in range(0, pages, _MINCORE_WINDOW_PAGES):
+                count = min(_MINCORE_WINDOW_PAGES, pages - first)
+                start = addr + first * pagesize
+                length = min(count * pagesize, size - first * pagesize)
+                if libc.mincore(ctypes.c_void_p(start), length, vec.ctypes.data) != 0:
+                    err = ctypes.get_errno()
+                    raise CacheError(path, f"mincore failed: {os.strerror(err)}")
+                flags = vec[:count] & 1  # bit 0: resident; the other bits are reserved
+                resident_pages += int(flags.sum())
+                last_resident = bool(flags[count - 1])
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), size)
+    finally:
+        os.close(fd)
+    tail = size - (pages - 1) * pagesize  # bytes of the file in its last page
+    resident = resident_pages * pagesize - ((pagesize - tail) if last_resident else 0)
+    return resident, size
+
+
+def resident_fraction(path: str | os.PathLike) -> float:
+    """Fraction of `path`'s bytes in the page cache, 0.0 to 1.0 (an empty file has none: 0.0)."""
+    resident, size = resident_bytes(path)
+    return resident / size if size else 0.0
+
+
+def resident_fraction_all(paths: Iterable[str | os.PathLike]) -> float:
+    """Fraction of all bytes of `paths` in the page cache, weighted by file size (0.0 when empty)."""
+    resident = total = 0
+    for path in paths:
+        r, s = resident_bytes(path)
+        resident += r
+        total += s
+    return resident / total if total else 0.0
+
+
+def evict_all(paths: Iterable[str | os.PathLike]) -> None:
+    """`evict` each of `paths`."""
+    for path in paths:
+        evict(path)
+
+
+def warm(paths: Iterable[str | os.PathLike]) -> int:
+    """Read every byte of `paths` through the page cache so a following load is warm; returns bytes read."""
+    total = 0
+    buf = bytearray(_WARM_CHUNK)
+    view = memoryview(buf)
+    for path in paths:
+        path = Path(path)
+        fd = _open(path)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            with open(fd, "rb", buffering=0, closefd=False) as f:
+                while n := f.readinto(view):
+                    total += n
+        except OSError as e:
+            raise CacheError(path, f"read failed: {e.strerror or e}") from None
+        finally:
+            os.close(fd)
+    return total
+
+
+def _fstype(directory: Path) -> str | None:
+    from .probe import filesystem_of  # one mountinfo parser, in the probe
+
+    try:
+        return filesystem_of(directory).fstype
+    except Exception:  # the empirical test below decides anyway
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _can_evict(directory: str) -> tuple[bool, str]:
+    folder = Path(directory)
+    fstype = _fstype(folder)
+    if fstype in _UNEVICTABLE_FS:
+        return False, f"{folder} is on {fstype}: its pages are the only copy of the data and cannot be evicted"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".gdslab-evict-check-", dir=folder)
+    except OSError as e:
+        return False, f"cannot write a test file in {folder}: {e.strerror or e}"
+    try:
+        try:
+            block = os.urandom(1 << 20)
+            for _ in range(_PROBE_FILE_SIZE // len(block)):
+                os.write(fd, block)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        warm([name])
+        before = resident_fraction(name)
+        if before < 0.9:
+            return False, (f"a file just read in {folder} is only {before:.0%} resident: the page cache "
+                           f"is not measurable there (fs {fstype or 'unknown'})")
+        evict(name)
+        after = resident_fraction(name)
+        if after > 0.1:
+            return False, (f"eviction does not work in {folder} (fs {fstype or 'unknown'}): "
+                           f"{after:.0%} of a test file stayed resident after fsync + DONTNEED")
+        return True, f"eviction works in {folder} (fs {fstype or 'unknown'}): {before:.0%} -> {after:.0%} resident"
+    except GdslabError as e:
+        return False, str(e)
+    except OSError as e:
+        return False, f"eviction check in {folder} failed: {e.strerror or e}"
+    finally:
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+
+
+def can_evict(directory: str | os.PathLike) -> tuple[bool, str]:
+    """(whether page-cache eviction really works for files in `directory`, why); tried once per process."""
+    folder = Path(directory).resolve()
+    while not folder.is_dir() and folder != folder.parent:  # a folder still to be created: ask its parent
+        folder = folder.parent
+    return _can_evict(str(folder))

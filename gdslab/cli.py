@@ -1,0 +1,70 @@
+"""`gdslab env | make-checkpoint | inspect | load | demo | bench | sweep | report`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import GdslabError
+
+
+def cmd_make_checkpoint(args) -> int:
+    from .checkpoint import Checkpoint
+    from .synthetic import write_checkpoint
+
+    path = write_checkpoint(args.directory, size=args.size, shards=args.shards, preset=args.preset,
+                            dtype=args.dtype, seed=args.seed, overwrite=args.overwrite)
+    print(Checkpoint.open(path).summary())
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(args.path)
+    print(ckpt.summary())
+    if args.tensors:
+        for t in ckpt.tensors:
+            print(f"{t.name}\t{t.dtype_name}\t{list(t.shape)}\t{t.nbytes}\t{t.file.name}@{t.offset}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .synthetic import DTYPES, PRESETS
+
+    parser = argparse.ArgumentParser(prog="gdslab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-checkpoint", help="write a synthetic Llama-shaped checkpoint")
+    p.add_argument("directory")
+    p.add_argument("--size", default="2GiB")
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--preset", default="llama-3.1-8b", choices=sorted(PRESETS))
+    p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_make_checkpoint)
+
+    p = sub.add_parser("inspect", help="tensors, bytes, shards and dtypes of a checkpoint")
+    p.add_argument("path")
+    p.add_argument("--tensors", action="store_true", help="list every tensor")
+    p.set_defaults(func=cmd_inspect)
+
+    # Further subcommands register here (env, load, demo, bench, sweep, report).
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GdslabError as e:
+        print(f"gdslab: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gdslab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

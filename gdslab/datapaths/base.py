@@ -1,0 +1,248 @@
+"""What every data path shares: the reads to do, the I/O tasks they split into, the job.
+
+A data path gets a `LoadJob` (which bytes go into which destination tensor, on which
+device, with which knobs) and fills the destinations. Destinations are allocated lazily,
+the first time a task touches them, so device memory in use follows the load as it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from ..checkpoint import DTYPES, TensorEntry
+from ..errors import DatapathUnavailable, LoadCancelled, LoadError
+from ..profile import EventLog
+
+
+@dataclass(frozen=True)
+class TensorRead:
+    """One destination tensor and where its bytes lie: `runs` are (file offset, nbytes), in order."""
+
+    name: str
+    file: Path
+    dtype_name: str
+    shape: tuple[int, ...]
+    runs: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def whole(cls, entry: TensorEntry) -> "TensorRead":
+        return cls(entry.name, entry.file, entry.dtype_name, entry.shape, ((entry.offset, entry.nbytes),))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(n for _, n in self.runs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        dtype = DTYPES[self.dtype_name]
+        if dtype is None:
+            raise LoadError(self.file, f"tensor {self.name!r}: dtype {self.dtype_name} has no torch equivalent")
+        return dtype
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One I/O task: `nbytes` from `file_offset` into destination `read` at byte `dest_offset`."""
+
+    read: int
+    file: Path
+    file_offset: int
+    dest_offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class DatapathInfo:
+    name: str
+    available: bool
+    reason: str
+    description: str
+
+
+@dataclass
+class LoadJob:
+    """Everything a data path needs for one load; the destinations it fills."""
+
+    reads: list[TensorRead]
+    device: torch.device
+    threads: int
+    io_size: int
+    log: EventLog
+    cancel: threading.Event
+    destinations: list[torch.Tensor | None] = field(default_factory=list)
+    _alloc_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self.destinations = [None] * len(self.reads)
+
+    @property
+    def files(self) -> list[Path]:
+        return list(dict.fromkeys(r.file for r in self.reads))
+
+    def chunks(self) -> list[Chunk]:
+        """Runs split into tasks of at most io_size bytes, in file then offset order."""
+        out = []
+        for i, read in enumerate(self.reads):
+            dest = 0
+            for offset, nbytes in read.runs:
+                for start in range(0, nbytes, self.io_size):
+                    n = min(self.io_size, nbytes - start)
+                    out.append(Chunk(i, read.file, offset + start, dest + start, n))
+                dest += nbytes
+        out.sort(key=lambda c: (str(c.file), c.file_offset))
+        return out
+
+    def destination(self, i: int) -> torch.Tensor:
+        """The i-th destination tensor, allocated on first use (thread-safe)."""
+        tensor = self.destinations[i]
+        if tensor is None:
+            with self._alloc_lock:
+                tensor = self.destinations[i]
+                if tensor is None:
+                    read = self.reads[i]
+                    start = self.log.now()
+                    try:
+                        tensor = torch.empty(read.shape, dtype=read.dtype, device=self.device)
+                    except (torch.OutOfMemoryError, RuntimeError) as e:
+                        raise LoadError(
+                            read.file,
+                            f"cannot allocate tensor {read.name!r} ({read.nbytes} bytes) on {self.device}: "
+                            f"{str(e).splitlines()[0]}",
+                        ) from None
+                    self.destinations[i] = tensor
+                    self.log.add("alloc", start, read.nbytes, read.file, self.device)
+        return tensor
+
+    def destination_bytes(self, i: int) -> torch.Tensor:
+        """A flat uint8 view of the i-th destination (where the raw bytes go)."""
+        tensor = self.destination(i)
+        return tensor.reshape(-1).view(torch.uint8) if tensor.dim() else tensor.reshape(1).view(torch.uint8)
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise LoadCancelled(None, "load cancelled")
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """Name -> tensor; destinations never touched (zero bytes) are allocated here."""
+        return {read.name: self.destination(i) for i, read in enumerate(self.reads)}
+
+
+class Datapath:
+    """A way to move bytes from files into destination tensors. Subclasses set the names."""
+
+    name = ""
+    description = ""
+
+    def availability(self, device: torch.device) -> tuple[bool, str]:
+        return True, ""
+
+    def info(self, device: torch.device) -> DatapathInfo:
+        ok, reason = self.availability(device)
+        return DatapathInfo(self.name, ok, reason, self.description)
+
+    def check(self, job: LoadJob) -> None:
+        ok, reason = self.availability(job.device)
+        if not ok:
+            raise DatapathUnavailable(f"{self.name} cannot run on {job.device}: {reason}")
+
+    def run(self, job: LoadJob) -> str:
+        """Fill job's destinations; return what really ran (the `effective` path)."""
+        raise NotImplementedError
+
+
+# --- helpers the paths share --------------------------------------------------------------
+
+
+class OpenFiles:
+    """Read-only descriptors for a load's files, closed on exit whatever happens."""
+
+    def __init__(self, files: Iterable[Path]):
+        self.fds: dict[Path, int] = {}
+        try:
+            for path in files:
+                try:
+                    self.fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                except OSError as e:
+                    raise LoadError(path, f"cannot open: {e.strerror or e}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def __enter__(self) -> "OpenFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pread_into(fd: int, buffer, file_offset: int, path: Path) -> None:
+    """Fill `buffer` (a writable memoryview) from `file_offset`, looping on short reads."""
+    view, done, total = memoryview(buffer).cast("B"), 0, len(buffer)
+    while done < total:
+        try:
+            n = os.preadv(fd, [view[done:]], file_offset + done)
+        except OSError as e:
+            raise LoadError(path, f"read failed at byte {file_offset + done}: {e.strerror or e}") from None
+        if n == 0:
+            raise LoadError(
+                path, f"truncated: needed {total} bytes at byte {file_offset}, the file ended after {done}"
+            )
+        done += n
+
+
+def as_buffer(tensor: torch.Tensor):
+    """A writable buffer over a CPU uint8 tensor, for os.preadv."""
+    return tensor.numpy()
+
+
+def run_tasks(job: LoadJob, tasks: list, work: Callable, prefix: str) -> None:
+    """Run `work(task)` on `job.threads` named threads; the first failure stops the rest.
+
+    Threads pull tasks in order (so reads stay roughly sequential per file). Any exception
+    or KeyboardInterrupt, in a worker or here, sets a stop flag, waits for every worker
+    to finish and re-raises the first error: no thread outlives the call.
+    """
+    if not tasks:
+        return
+    stop = threading.Event()
+    lock = threading.Lock()
+    cursor = iter(tasks)
+
+    def worker() -> None:
+        while not stop.is_set():
+            job.check_cancel()
+            with lock:
+                task = next(cursor, None)
+            if task is None:
+                return
+            work(task)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(job.threads, len(tasks))), thread_name_prefix=prefix)
+    futures = [pool.submit(worker) for _ in range(pool._max_workers)]
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def require_host(device: torch.device) -> tuple[bool, str]:
+    return (True, "") if device.type == "cpu" else (False, "host-only path (device must be 'cpu')")

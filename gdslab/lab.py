@@ -1,0 +1,27 @@
+"""What the notebooks share: the one place the lab's size is read.
+
+`GDSLAB_LAB_SIZE` sets the size of the checkpoints the notebooks write and load
+("32MiB" in the test suite, so every notebook runs in seconds on a CPU-only machine).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .sizes import parse_size
+from .synthetic import cached_checkpoint
+
+LAB_SIZE_VAR = "GDSLAB_LAB_SIZE"
+DEFAULT_LAB_SIZE = "512MiB"
+TEST_LAB_SIZE = "32MiB"
+
+
+def lab_size() -> int:
+    """Bytes of the lab's checkpoints: $GDSLAB_LAB_SIZE, else 512 MiB."""
+    return parse_size(os.environ.get(LAB_SIZE_VAR, DEFAULT_LAB_SIZE))
+
+
+def lab_checkpoint(shards: int = 4, preset: str = "llama-3.1-8b", dtype: str = "bf16", seed: int = 0) -> Path:
+    """The lab's synthetic checkpoint at `lab_size()`, written once and reused."""
+    return cached_checkpoint(lab_size(), shards, preset, dtype, seed)

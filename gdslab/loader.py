@@ -1,0 +1,197 @@
+"""`gdslab.load(...)`: one checkpoint into device memory by one data path, measured.
+
+The loader opens and validates the checkpoint, resolves the device, checks that the
+destination fits, measures page-cache residency just before the run, runs the data path
+and hands back the tensors with what really happened. On any failure it hands back
+nothing: the destinations are dropped, the data path has joined its threads and closed
+its files, and one exception names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import datapaths
+from .cache import resident_fraction_all
+from .checkpoint import Checkpoint
+from .datapaths.base import LoadJob, TensorRead
+from .errors import DatapathUnavailable, GdslabError, LoadError
+from .profile import Event, EventLog
+from .sizes import format_size, parse_size
+
+COLD_BELOW = 0.05  # resident fraction under which a run counts as cold
+WARM_ABOVE = 0.95
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """'cuda:0' when a GPU is here and nothing was asked; a clear error for a GPU that is not."""
+    if device is None:
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DatapathUnavailable(f"not a device: {device!r} ({e})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DatapathUnavailable(f"{device} asked for, but there is no CUDA GPU here")
+        if device.index is None:
+            device = torch.device("cuda", 0)
+        if device.index >= torch.cuda.device_count():
+            raise DatapathUnavailable(f"{device} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise DatapathUnavailable(f"device {device} is not supported: use 'cpu' or 'cuda:N'")
+    return device
+
+
+def cache_state(resident: float) -> str:
+    return "cold" if resident < COLD_BELOW else "warm" if resident > WARM_ABOVE else "partial"
+
+
+@dataclass
+class LoadResult:
+    """The tensors of one load and what happened: the record every sweep and chart uses."""
+
+    tensors: dict[str, torch.Tensor]
+    nbytes: int
+    seconds: float
+    datapath: str
+    effective: str
+    device: str
+    threads: int
+    io_size: int
+    source: str
+    files: list[str]
+    resident_before: float
+    events: list[Event] = field(repr=False, default_factory=list)
+    probe: dict = field(repr=False, default_factory=dict)
+    started: str = ""
+
+    @property
+    def gbps(self) -> float:
+        """Decimal GB/s (1e9 bytes per second), as storage and link vendors quote them."""
+        return self.nbytes / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+    @property
+    def cache(self) -> str:
+        return cache_state(self.resident_before)
+
+    def record(self) -> dict:
+        """A flat record without tensors or events, for CSV/JSON."""
+        return {
+            "started": self.started, "source": self.source, "datapath": self.datapath,
+            "effective": self.effective, "device": self.device, "threads": self.threads,
+            "io_size": self.io_size, "files": len(self.files), "tensors": len(self.tensors),
+            "nbytes": self.nbytes, "seconds": self.seconds, "gbps": self.gbps,
+            "cache": self.cache, "resident_before": self.resident_before,
+            "fs_type": self.probe.get("fs_type", ""), "gds_verdict": self.probe.get("verdict", ""),
+        }
+
+    def __str__(self) -> str:
+        return (f"{self.datapath} → {self.device}: {format_size(self.nbytes)} in {self.seconds:.3f} s = "
+                f"{self.gbps:.2f} GB/s ({self.cache} cache; ran: {self.effective})")
+
+
+def _check_fits(reads: list[TensorRead], device: torch.device, source: Path) -> None:
+    """Refuse, before reading a byte, a destination that cannot fit where it must go."""
+    need = sum(r.nbytes for r in reads)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        where = f"{device} ({format_size(free)} free)"
+    else:
+        free = _host_available()
+        where = f"host memory ({format_size(free)} available)"
+    if free is not None and need > free:
+        raise LoadError(source, f"destination of {format_size(need)} does not fit in {where}")
+
+
+def _host_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _drop_frames(error: BaseException) -> None:
+    """Clear the locals of a failed load's frames, so no destination outlives the failure."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+
+
+def load(
+    source,
+    datapath: str = "pinned-bounce",
+    device: str | torch.device | None = None,
+    threads: int = 8,
+    io_size: int | str = "16MiB",
+    *,
+    reads: list[TensorRead] | None = None,
+    log: EventLog | None = None,
+    cancel: threading.Event | None = None,
+) -> LoadResult:
+    """Load `source` (file, folder, index or `Checkpoint`) by `datapath` onto `device`.
+
+    `reads` (default: every tensor, whole) lets tensor-parallel plans load slices. `log`
+    collects events while the load runs (live charts read it); setting `cancel` stops the
+    load with `LoadCancelled`.
+    """
+    ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
+    device = resolve_device(device)
+    path = datapaths.get(datapath)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    io_size = parse_size(io_size)
+    if io_size < 1:
+        raise ValueError("io_size must be at least 1 byte")
+    reads = list(reads) if reads is not None else [TensorRead.whole(e) for e in ckpt.tensors]
+    path.check(LoadJob([], device, threads, io_size, EventLog(), threading.Event()))
+    _check_fits(reads, device, ckpt.root)
+
+    from .probe import probe
+
+    files = list(dict.fromkeys(r.file for r in reads))
+    report = probe(ckpt.root if ckpt.root.is_dir() else ckpt.root.parent).as_dict()
+    resident = resident_fraction_all(files)
+    log = log if log is not None else EventLog()
+    job = LoadJob(reads, device, threads, io_size, log, cancel if cancel is not None else threading.Event())
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    log.origin = time.perf_counter()
+    try:
+        effective = path.run(job)
+        tensors = job.result()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - log.origin
+    except GdslabError as e:
+        _drop_frames(e)
+        raise
+    except KeyboardInterrupt as e:
+        _drop_frames(e)
+        raise
+    except Exception as e:  # noqa: BLE001 - anything else becomes one clear LoadError
+        _drop_frames(e)
+        raise LoadError(ckpt.root, f"{datapath} failed: {type(e).__name__}: {e}") from None
+    finally:
+        job.destinations = []
+    return LoadResult(
+        tensors=tensors, nbytes=sum(r.nbytes for r in reads), seconds=seconds, datapath=datapath,
+        effective=effective, device=str(device), threads=threads, io_size=io_size,
+        source=str(ckpt.root), files=[str(f) for f in files], resident_before=resident,
+        events=log.events, probe=report, started=started,
+    )
+
+
+__all__ = ["LoadResult", "load", "resolve_device", "cache_state"]

@@ -1,0 +1,213 @@
+"""Synthetic Llama-shaped checkpoints, written by the safetensors library with an HF index.
+
+No model can be downloaded here, and none is needed to measure loading: what matters is
+the real mix of tensor names, shapes and sizes. Presets carry the real architectures'
+dimensions; a requested total size scales widths (keeping head counts, GQA ratios and the
+MLP/hidden proportion) and, when widths would get too small, the layer count.
+Content is deterministic per tensor name and seed, so the same tensors written with a
+different shard count are byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .checkpoint import INDEX_NAME
+from .sizes import parse_size
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """The dimensions that decide a Llama checkpoint's tensors."""
+
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) in HF order: embeddings, each layer, final norm, lm_head."""
+        h, i, kv = self.hidden, self.intermediate, self.kv_heads * self.head_dim
+        out = [("model.embed_tokens.weight", (self.vocab, h))]
+        for n in range(self.layers):
+            p = f"model.layers.{n}."
+            out += [
+                (p + "input_layernorm.weight", (h,)),
+                (p + "self_attn.q_proj.weight", (h, h)),
+                (p + "self_attn.k_proj.weight", (kv, h)),
+                (p + "self_attn.v_proj.weight", (kv, h)),
+                (p + "self_attn.o_proj.weight", (h, h)),
+                (p + "post_attention_layernorm.weight", (h,)),
+                (p + "mlp.gate_proj.weight", (i, h)),
+                (p + "mlp.up_proj.weight", (i, h)),
+                (p + "mlp.down_proj.weight", (h, i)),
+            ]
+        out.append(("model.norm.weight", (h,)))
+        if not self.tied_embeddings:
+            out.append(("lm_head.weight", (self.vocab, h)))
+        return out
+
+    def numel(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.tensors())
+
+
+PRESETS: dict[str, LlamaShape] = {
+    "llama-3.1-8b": LlamaShape("llama-3.1-8b", 4096, 14336, 32, 32, 8, 128256),
+    "llama-3.1-70b": LlamaShape("llama-3.1-70b", 8192, 28672, 80, 64, 8, 128256),
+    "llama-3.1-405b": LlamaShape("llama-3.1-405b", 16384, 53248, 126, 128, 8, 128256),
+}
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+    "fp8_e4m3": torch.float8_e4m3fn,
+}
+_MIN_HEAD_DIM = 8  # below this, drop layers instead of shrinking widths further
+_ALIGN = 8  # every scaled dimension stays divisible by 8 so tensor parallelism up to 8 works
+
+
+def _round(value: float) -> int:
+    return max(_ALIGN, int(round(value / _ALIGN)) * _ALIGN)
+
+
+def scaled_shape(preset: str | LlamaShape, nbytes: int, itemsize: int) -> LlamaShape:
+    """The preset's proportions at about `nbytes` in total (never above the real model)."""
+    base = PRESETS[preset] if isinstance(preset, str) else preset
+    target = nbytes / itemsize
+    if target >= base.numel():
+        return base
+    scale = math.sqrt(target / base.numel())
+    head_dim = max(_MIN_HEAD_DIM, _round(base.head_dim * scale))
+    width = head_dim / base.head_dim
+    shape = replace(
+        base,
+        hidden=head_dim * base.heads,
+        intermediate=_round(base.intermediate * width),
+        vocab=_round(base.vocab * width),
+    )
+    per_layer = (shape.numel() - replace(shape, layers=0).numel()) / base.layers
+    fixed = replace(shape, layers=0).numel()
+    layers = max(1, min(base.layers, round((target - fixed) / per_layer)))
+    return replace(shape, layers=layers)
+
+
+def tensor_content(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """Deterministic, non-zero, weight-like values for one tensor (depends on name and seed only)."""
+    generator = torch.Generator().manual_seed((zlib.crc32(name.encode()) << 16) ^ seed)
+    if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+        values = 1.0 + 0.05 * torch.randn(shape, generator=generator)
+    else:
+        values = 0.02 * torch.randn(shape, generator=generator)
+    return values.to(dtype)
+
+
+def _split(sizes: list[int], shards: int) -> list[int]:
+    """Greedy contiguous split of tensors (in order) into `shards` groups of about equal bytes."""
+    total, bounds, acc = sum(sizes), [], 0
+    for i, size in enumerate(sizes):
+        acc += size
+        if len(bounds) < shards - 1 and acc >= total * (len(bounds) + 1) / shards and i < len(sizes) - 1:
+            bounds.append(i + 1)
+    return [0, *bounds, len(sizes)]
+
+
+def write_checkpoint(
+    directory: str | os.PathLike,
+    size: int | str = "2GiB",
+    shards: int = 4,
+    preset: str = "llama-3.1-8b",
+    dtype: str = "bf16",
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write a Llama-shaped checkpoint of about `size` bytes in `shards` files; return the folder.
+
+    Shards are named like HF's (`model-00001-of-00004.safetensors`) with a
+    `model.safetensors.index.json`; one shard is written as `model.safetensors` alone.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    torch_dtype = DTYPES[dtype]
+    shape = scaled_shape(preset, parse_size(size), torch_dtype.itemsize)
+    specs = shape.tensors()
+    if shards > len(specs):
+        raise ValueError(f"{shards} shards for only {len(specs)} tensors")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = [*directory.glob("*.safetensors"), *directory.glob(INDEX_NAME)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{directory}: already holds a checkpoint ({existing[0].name}); pass overwrite=True")
+    for stale in existing:
+        stale.unlink()
+    sizes = [math.prod(s) * torch_dtype.itemsize for _, s in specs]
+    bounds = _split(sizes, shards)
+    metadata = {
+        "format": "pt",
+        "gdslab.preset": preset,
+        "gdslab.seed": str(seed),
+        "gdslab.shape": json.dumps(shape.__dict__),
+    }
+    weight_map = {}
+    for k in range(shards):
+        name = "model.safetensors" if shards == 1 else f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        group = {n: tensor_content(n, s, torch_dtype, seed) for n, s in specs[bounds[k]:bounds[k + 1]]}
+        tmp = directory / (name + ".partial")
+        save_file(group, str(tmp), metadata=metadata)
+        os.replace(tmp, directory / name)
+        weight_map.update({n: name for n in group})
+        del group
+    if shards > 1:
+        index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
+        (directory / INDEX_NAME).write_text(json.dumps(index, indent=2))
+    return directory
+
+
+
+
+def checkpoints_home() -> Path:
+    """Where cached synthetic checkpoints live: $GDSLAB_CHECKPOINTS or ~/.cache/gdslab/checkpoints."""
+    return Path(os.environ.get("GDSLAB_CHECKPOINTS", Path.home() / ".cache" / "gdslab" / "checkpoints"))
+
+
+def cached_checkpoint(
+    size: int | str = "2GiB",
+    shards: int = 4,
+    preset: str = "llama-3.1-8b",
+    dtype: str = "bf16",
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+) -> Path:
+    """The folder of a synthetic checkpoint with these knobs, written once and reused after.
+
+    A `.complete` marker is written last, so an interrupted write is redone, never reused.
+    """
+    nbytes = parse_size(size)
+    folder = Path(root or checkpoints_home()) / f"{preset}-{dtype}-{nbytes}B-{shards}shards-seed{seed}"
+    marker = folder / ".complete"
+    if not marker.exists():
+        write_checkpoint(folder, nbytes, shards, preset, dtype, seed, overwrite=True)
+        marker.write_text("written by gdslab.synthetic.write_checkpoint\n")
+    return folder
+
+
+__all__ = ["LlamaShape", "PRESETS", "DTYPES", "scaled_shape", "write_checkpoint", "tensor_content", "cached_checkpoint", "checkpoints_home"]
