@@ -78,7 +78,7 @@ DTYPES = {
     "fp32": torch.float32,
     "fp8_e4m3": torch.float8_e4m3fn,
 }
-_MIN_HEAD_DIM = 8  # below this, drop layers instead of shrinking widths further
+_MIN_HEAD_DIM = 2  # below this, drop layers instead of shrinking widths further
 _ALIGN = 8  # every scaled dimension stays divisible by 8 so tensor parallelism up to 8 works
 
 
@@ -92,17 +92,23 @@ def scaled_shape(preset: str | LlamaShape, nbytes: int, itemsize: int) -> LlamaS
     target = nbytes / itemsize
     if target >= base.numel():
         return base
-    scale = math.sqrt(target / base.numel())
-    head_dim = max(_MIN_HEAD_DIM, _round(base.head_dim * scale))
+    estimate = base.head_dim * math.sqrt(target / base.numel())
+    candidates = {max(_MIN_HEAD_DIM, d) for d in (math.floor(estimate), math.ceil(estimate), math.ceil(estimate) + 1)}
+    return min((_fit_layers(base, d, target) for d in candidates), key=lambda s: abs(s.numel() - target))
+
+
+def _fit_layers(base: LlamaShape, head_dim: int, target: float) -> LlamaShape:
+    """Widths scaled to `head_dim`, then the layer count that comes closest to `target` elements."""
     width = head_dim / base.head_dim
     shape = replace(
         base,
         hidden=head_dim * base.heads,
         intermediate=_round(base.intermediate * width),
         vocab=_round(base.vocab * width),
+        layers=0,
     )
-    per_layer = (shape.numel() - replace(shape, layers=0).numel()) / base.layers
-    fixed = replace(shape, layers=0).numel()
+    fixed = shape.numel()
+    per_layer = replace(shape, layers=1).numel() - fixed
     layers = max(1, min(base.layers, round((target - fixed) / per_layer)))
     return replace(shape, layers=layers)
 
