@@ -2,14 +2,23 @@
 
 from .checkpoint import Checkpoint, TensorEntry, read_header
 from .errors import CheckpointError, DatapathUnavailable, GdslabError, LoadCancelled, LoadError
+from .cache import CacheError, evict, resident_fraction
+from .probe import ProbeReport, probe
 from .sizes import format_size, parse_size
 from .synthetic import PRESETS, write_checkpoint
+from .loader import LoadResult, load
+from . import datapaths
+from . import coldstart
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Checkpoint", "TensorEntry", "read_header",
     "CheckpointError", "DatapathUnavailable", "GdslabError", "LoadCancelled", "LoadError",
+    "CacheError", "evict", "resident_fraction",
+    "ProbeReport", "probe",
     "format_size", "parse_size",
     "PRESETS", "write_checkpoint",
+    "LoadResult", "load", "datapaths",
+    "coldstart",
 ]
