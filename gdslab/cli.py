@@ -29,6 +29,44 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_env(args) -> int:
+    import json
+
+    from .probe import probe
+
+    report = probe(args.dir)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.as_text())
+    return 0
+
+
+def cmd_load(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .cache import evict_all
+    from .checkpoint import Checkpoint
+    from .loader import BackgroundLoad
+
+    ckpt = Checkpoint.open(args.source)
+    if args.cold:
+        evict_all(f.path for f in ckpt.files)
+    run = BackgroundLoad(ckpt, datapath=args.datapath, device=args.device, threads=args.threads,
+                         io_size=args.io_size)
+    with tqdm(total=run.total, unit="B", unit_scale=True, unit_divisor=1000, desc=args.datapath) as bar:
+        try:
+            while not run.done:
+                time.sleep(0.1)
+                bar.update(run.log.landed_bytes - bar.n)
+        except KeyboardInterrupt:
+            run.stop()
+            run.thread.join()
+            raise
+        bar.update(run.log.landed_bytes - bar.n)
+    print(run.wait())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .synthetic import DTYPES, PRESETS
 
@@ -49,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--tensors", action="store_true", help="list every tensor")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("env", help="what this machine can do: GPUs, driver, KvikIO/cuFile, nvidia-fs, file system; the GDS verdict")
+    p.add_argument("--dir", default=None, help="the directory whose file system to judge (default: where checkpoints go)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_env)
+
+    p = sub.add_parser("load", help="one load with a progress bar in GB/s")
+    p.add_argument("source")
+    p.add_argument("--datapath", default="pinned-bounce")
+    p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--io-size", default="16MiB")
+    p.add_argument("--cold", action="store_true", help="evict the checkpoint's pages first")
+    p.set_defaults(func=cmd_load)
 
     # Further subcommands register here (env, load, demo, bench, sweep, report).
     return parser

@@ -194,4 +194,45 @@ def load(
     )
 
 
-__all__ = ["LoadResult", "load", "resolve_device", "cache_state"]
+class BackgroundLoad:
+    """`load(...)` on a worker thread, for progress bars and live charts to watch.
+
+    The worker never prints or draws; watchers read `log.landed_bytes`, `log.events` and
+    `total`, and call `stop()` to cancel. `wait()` returns the result or raises the load's error.
+    """
+
+    def __init__(self, source, **load_kwargs):
+        self.checkpoint = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
+        reads = load_kwargs.get("reads")
+        self.total = sum(r.nbytes for r in reads) if reads is not None else self.checkpoint.nbytes
+        self.log = load_kwargs.pop("log", None) or EventLog()
+        self.cancel = load_kwargs.pop("cancel", None) or threading.Event()
+        self.result: LoadResult | None = None
+        self.error: BaseException | None = None
+        self._kwargs = load_kwargs
+        self.thread = threading.Thread(target=self._run, name="gdslab-load", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = load(self.checkpoint, log=self.log, cancel=self.cancel, **self._kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+            self.error = e
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.cancel.set()
+
+    def wait(self, timeout: float | None = None) -> LoadResult:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise TimeoutError("load still running")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+__all__ = ["BackgroundLoad", "LoadResult", "load", "resolve_device", "cache_state"]
