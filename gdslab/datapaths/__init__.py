@@ -15,6 +15,8 @@ from .host_direct import HostDirect
 from .pageable_bounce import PageableBounce
 from .pinned_bounce import PinnedBounce
 from .safetensors_lib import SafetensorsLibrary
+from .runai_streamer import RunaiStreamer
+from .fastsafetensors_peer import FastSafetensors
 
 REGISTRY: dict[str, Datapath] = {}
 
@@ -24,7 +26,8 @@ def register(path: Datapath) -> Datapath:
     return path
 
 
-for _path in (PageableBounce(), PinnedBounce(), Gds(), HostDirect(), SafetensorsLibrary()):
+for _path in (PageableBounce(), PinnedBounce(), Gds(), HostDirect(), SafetensorsLibrary(),
+              RunaiStreamer(), FastSafetensors()):  # the last two: peers, available when installed
     register(_path)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -77,6 +76,7 @@ class LoadJob:
     log: EventLog
     cancel: threading.Event
     destinations: list[torch.Tensor | None] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set when a task failed
     _alloc_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
@@ -126,8 +126,9 @@ class LoadJob:
         return tensor.reshape(-1).view(torch.uint8) if tensor.dim() else tensor.reshape(1).view(torch.uint8)
 
     def check_cancel(self) -> None:
-        if self.cancel.is_set():
-            raise LoadCancelled(None, "load cancelled")
+        """Raise in a task when the user cancelled or another task already failed."""
+        if self.cancel.is_set() or self.stopping.is_set():
+            raise LoadCancelled(None, "load cancelled" if self.cancel.is_set() else "stopped: another task failed")
 
     def result(self) -> dict[str, torch.Tensor]:
         """Name -> tensor; destinations never touched (zero bytes) are allocated here."""
@@ -210,38 +211,50 @@ def as_buffer(tensor: torch.Tensor):
 def run_tasks(job: LoadJob, tasks: list, work: Callable, prefix: str) -> None:
     """Run `work(task)` on `job.threads` named threads; the first failure stops the rest.
 
-    Threads pull tasks in order (so reads stay roughly sequential per file). Any exception
-    or KeyboardInterrupt, in a worker or here, sets a stop flag, waits for every worker
-    to finish and re-raises the first error: no thread outlives the call.
+    Threads pull tasks in order (so reads stay roughly sequential per file). The first
+    exception or KeyboardInterrupt, in a worker or here, sets `job.stopping`, every worker
+    finishes its current task and exits, and that first error is re-raised: no thread
+    outlives the call.
     """
     if not tasks:
         return
-    stop = threading.Event()
+    errors: list[BaseException] = []
     lock = threading.Lock()
     cursor = iter(tasks)
 
     def worker() -> None:
-        while not stop.is_set():
-            job.check_cancel()
+        try:
+            while not job.stopping.is_set():
+                job.check_cancel()
+                with lock:
+                    task = next(cursor, None)
+                if task is None:
+                    return
+                work(task)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
             with lock:
-                task = next(cursor, None)
-            if task is None:
-                return
-            work(task)
+                if not errors:
+                    errors.append(e)
+            job.stopping.set()
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(job.threads, len(tasks))), thread_name_prefix=prefix)
-    futures = [pool.submit(worker) for _ in range(pool._max_workers)]
+    workers = [
+        threading.Thread(target=worker, name=f"{prefix}-{k}", daemon=True)
+        for k in range(max(1, min(job.threads, len(tasks))))
+    ]
     try:
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in futures:
-            if future.done() and future.exception() is not None:
-                raise future.exception()
-    except BaseException:
-        stop.set()
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+    except BaseException:  # e.g. KeyboardInterrupt while waiting: stop the workers, then re-raise
+        job.stopping.set()
+        for thread in workers:
+            if thread.ident is not None:
+                thread.join()
         raise
-    finally:
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        job.stopping.set()
+        raise errors[0]
 
 
 def require_host(device: torch.device) -> tuple[bool, str]:

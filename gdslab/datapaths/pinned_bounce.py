@@ -63,6 +63,15 @@ class StagingRing:
         event.synchronize()
         self.job.log.add("copy", issued, chunk.nbytes, chunk.file, self.job.device, landed=True)
 
+    def close(self) -> None:
+        """Wait for copies in flight, then drop the staging memory (pinned memory back to the OS)."""
+        if self.cuda:
+            torch.cuda.synchronize(self.job.device)
+        self.pending.clear()
+        self.buffers, self.memory = [], None
+        if self.cuda and hasattr(torch._C, "_host_emptyCache"):
+            torch._C._host_emptyCache()  # torch caches freed pinned blocks; give them back
+
     def reap(self, block: bool) -> None:
         """Log every copy that has landed (all of them, waiting, when `block`)."""
         with self.lock:
@@ -83,38 +92,32 @@ class PinnedBounce(Datapath):
             with OpenFiles(job.files) as files:
 
                 def bounce(chunk: Chunk) -> None:
-                    k = ring.acquire()
-                    staging = ring.buffers[k][:chunk.nbytes]
-                    start = job.log.now()
+                    k, event, issued = ring.acquire(), None, 0.0
                     try:
+                        staging = ring.buffers[k][:chunk.nbytes]
+                        start = job.log.now()
                         pread_into(files.fds[chunk.file], staging.numpy(), chunk.file_offset, chunk.file)
-                    except BaseException:
-                        ring.release(k)
-                        raise
-                    job.log.add("read", start, chunk.nbytes, chunk.file, "host")
-                    dest = job.destination_bytes(chunk.read)[chunk.dest_offset:chunk.dest_offset + chunk.nbytes]
-                    issued = job.log.now()
-                    if ring.cuda:
-                        if not hasattr(local, "stream"):
-                            local.stream = torch.cuda.Stream(job.device)
-                        with torch.cuda.stream(local.stream):
-                            dest.copy_(staging, non_blocking=True)
-                            event = torch.cuda.Event()
-                            event.record(local.stream)
-                        ring.release(k, event, issued, chunk)
-                    else:
-                        dest.copy_(staging)
-                        ring.release(k)
+                        job.log.add("read", start, chunk.nbytes, chunk.file, "host")
+                        dest = job.destination_bytes(chunk.read)[chunk.dest_offset:chunk.dest_offset + chunk.nbytes]
+                        issued = job.log.now()
+                        if ring.cuda:
+                            if not hasattr(local, "stream"):
+                                local.stream = torch.cuda.Stream(job.device)
+                            with torch.cuda.stream(local.stream):
+                                dest.copy_(staging, non_blocking=True)
+                                event = torch.cuda.Event()
+                                event.record(local.stream)
+                        else:
+                            dest.copy_(staging)
+                    finally:
+                        ring.release(k, event, issued, chunk)  # reusable once `event` (if any) completes
+                    if event is None:
                         job.log.add("copy", issued, chunk.nbytes, chunk.file, job.device, landed=True)
 
                 run_tasks(job, job.chunks(), bounce, "gdslab-pinned")
                 ring.reap(block=True)
         finally:
-            if ring.cuda:
-                torch.cuda.synchronize(job.device)
-            del ring
-            if job.device.type == "cuda" and hasattr(torch._C, "_host_emptyCache"):
-                torch._C._host_emptyCache()  # hand the pinned staging memory back to the OS
+            ring.close()
         if job.device.type == "cuda":
             return f"pinned-bounce (pinned ring {BUFFERS_PER_THREAD}x{job.threads} buffers, async H2D copies)"
         return "pinned-bounce analogue (staging ring + memcpy; no page-locked memory without CUDA)"
