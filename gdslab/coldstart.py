@@ -12,7 +12,9 @@ slowest of its limits, and the slowest stage names the bottleneck.
   own PCIe link, all GPUs at once; bounded by the file system's share, the node's network
   share and the link.
 
-Weights only: process start, CUDA context, cuFile driver open and warm-up are not counted.
+Defaults are typical published figures (AWS, PCIe) or commonly observed rates, not measured
+here; the sources say which. Weights only: process start, CUDA context, cuFile driver open
+and warm-up are not counted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GdslabError
+from .loader import cache_state
 from .synthetic import DTYPES, PRESETS
 
 LABEL = "projection"
@@ -75,7 +78,7 @@ class Params:
     cpu_materialize_gbps: float = _assume(
         4.0, "GB/s per reader", "one process turning file bytes into host tensors (unpickle / copy out of the page cache): ~2–6 GB/s")
     pageable_h2d_gbps: float = _assume(
-        12.0, "GB/s per copy stream", "cudaMemcpy from pageable memory goes through the driver's pinned staging: ~1/4 of pinned")
+        12.0, "GB/s per copy stream", "pageable cudaMemcpy is staged by the driver through pinned buffers: ~10–25 GB/s on PCIe Gen5")
     bounce_copy_streams_per_node: int = _assume(
         1, "streams", "the loading process copies tensors to the GPUs one after another")
     bounce_overlap: bool = _assume(
@@ -305,7 +308,7 @@ class Assumption:
     name: str
     value: Any
     unit: str
-    status: str  # "assumed", "measured" or "computed"
+    status: str  # "assumed", "measured", "computed" or "unset"
     source: str
 
     def __str__(self) -> str:
@@ -320,9 +323,9 @@ def assumptions(params: Params = Params()) -> list[Assumption]:
     for f in fields(params):
         if f.name == "measured":
             continue
-        measured = params.measured.get(f.name)
-        rows.append(Assumption(f.name, getattr(params, f.name), f.metadata["unit"],
-                               "measured" if measured else "assumed", measured or f.metadata["source"]))
+        value, measured = getattr(params, f.name), params.measured.get(f.name)
+        status = "measured" if measured else "unset" if value is None else "assumed"
+        rows.append(Assumption(f.name, value, f.metadata["unit"], status, measured or f.metadata["source"]))
     rows.append(Assumption("storage_gbps", storage_gbps(params), "GB/s", "computed",
                            "storage_capacity_tib × storage_tier_mbps_per_tib / 1000"))
     return rows
@@ -363,20 +366,20 @@ RULES: tuple[Rule, ...] = (
 
 
 def _cache_state(record: Mapping[str, Any]) -> str | None:
+    """"cold", "warm" or "partial" as the loader labels it (from `cache`, else `resident_before`)."""
     cache = str(record.get("cache", "")).strip().lower()
-    if cache in ("cold", "warm"):
+    if cache:
         return cache
     try:
-        resident = float(record["resident_before"])
+        return cache_state(float(record["resident_before"]))
     except (KeyError, TypeError, ValueError):
         return None
-    return "warm" if resident >= 0.9 else "cold" if resident <= 0.1 else None
 
 
 def _is_gds_proper(record: Mapping[str, Any]) -> bool:
-    """KvikIO's compatibility/POSIX modes are a bounce inside cuFile, not a direct path."""
+    """Only a run that says it was GDS counts: cuFile/KvikIO compatibility modes are a bounce inside."""
     effective = str(record.get("effective", "")).lower()
-    return not any(word in effective for word in ("compat", "posix", "unavailable"))
+    return "gds" in effective and not any(word in effective for word in ("compat", "posix", "no nvidia-fs"))
 
 
 def matches(rule: Rule, record: Mapping[str, Any]) -> bool:
@@ -441,13 +444,25 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return data
 
 
-def find_records(folder: str | Path) -> list[dict[str, Any]]:
-    """Every record in folder/**/*.json, *.jsonl and *.csv (an absent folder holds none)."""
+def find_records(folder: str | Path, skipped: list[ResultsError] | None = None) -> list[dict[str, Any]]:
+    """Every record in folder/**/*.json, *.jsonl and *.csv (an absent folder holds none).
+
+    A file that cannot be read as records raises `ResultsError`, or, when a `skipped` list is
+    given, is appended to it instead (a notebook scanning a shared results folder goes on).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".json", ".jsonl", ".csv") and p.is_file())
-    return [record for path in files for record in read_records(path)]
+    records: list[dict[str, Any]] = []
+    for path in files:
+        try:
+            records += read_records(path)
+        except ResultsError as e:
+            if skipped is None:
+                raise
+            skipped.append(e)
+    return records
 
 
 # --- figure ------------------------------------------------------------------------------------
@@ -461,15 +476,16 @@ def plot(projections: Sequence[ColdStart], ax: Any = None) -> Any:
         fig, ax = plt.subplots(figsize=(8, 0.6 * len(projections) + 1.6))
     else:
         fig = ax.figure
-    names = [f"{p.path} · {p.dtype} · {p.nodes}×{p.gpus_per_node} GPUs" for p in projections]
+    names = [f"{p.path} · {p.dtype} · {p.nodes}×{p.gpus_per_node} GPUs" + (" · calibrated" if p.measured else "")
+             for p in projections]
     seconds = [p.seconds for p in projections]
-    colors = ["tab:red" if p.path == "bounce" else "tab:green" for p in projections]
+    colors = ["tab:green" if p.path == "gds" else "tab:red" if p.path == "bounce" else "tab:orange" for p in projections]
     bars = ax.barh(names, seconds, color=colors, hatch="//", edgecolor="white")
     for bar, p in zip(bars, projections):
-        ax.annotate(f" {format_seconds(p.seconds)} ({p.label}) — {p.slowest.name.split(':')[0]}",
+        ax.annotate(f" {format_seconds(p.seconds)} ({p.label}); bound by {p.slowest.name.split(':')[0]}",
                     (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlim(min(seconds) / 3, max(seconds) * 30)
+    ax.set_xlim(min(seconds) / 3, max(seconds) * 12)
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds until the weights are in HBM ({LABEL}, log scale)")
     models = sorted({p.model for p in projections})
