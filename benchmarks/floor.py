@@ -1,0 +1,107 @@
+"""Every host path against the read floor, cold and warm, interleaved repeats, medians and ratios.
+
+    .venv/bin/python benchmarks/floor.py --size 4GiB --shards 4 --repeats 5 --out docs/results/cpu.md
+
+The floor is a plain multi-threaded os.preadv of the same files into fresh buffers
+(gdslab.floors.read_floor). Each repeat runs every method once per cache state, in a
+rotated order, so drift on a shared machine hits all of them alike. Cold runs evict the
+files first and check that under 5% stayed resident; warm runs read them first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+from datetime import datetime, timezone
+
+import gdslab
+from gdslab import cache, datapaths
+from gdslab.floors import read_floor
+from gdslab.synthetic import cached_checkpoint
+
+FLOOR = "read floor"
+
+
+def run_once(method: str, ckpt, files, threads: int, io_size: str) -> float:
+    if method == FLOOR:
+        return read_floor(files, threads, io_size).gbps
+    result = gdslab.load(ckpt, datapath=method, device="cpu", threads=threads, io_size=io_size)
+    gbps = result.gbps
+    del result
+    return gbps
+
+
+def prepare(state: str, files) -> float:
+    if state == "cold":
+        cache.evict_all(files)
+    else:
+        cache.warm(files)
+    resident = cache.resident_fraction_all(files)
+    if state == "cold" and resident > 0.05:
+        sys.exit(f"cannot make a cold run here: {resident:.0%} of the files stayed in the page cache")
+    return resident
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="2GiB")
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--io-size", default="16MiB")
+    parser.add_argument("--paths", nargs="*", default=None, help="default: every host path available here")
+    parser.add_argument("--out", help="write a markdown report here")
+    args = parser.parse_args(argv)
+
+    folder = cached_checkpoint(args.size, args.shards)
+    ckpt = gdslab.Checkpoint.open(folder)
+    files = [f.path for f in ckpt.files]
+    ok, reason = cache.can_evict(folder)
+    states = ["cold", "warm"] if ok else ["warm"]
+    if not ok:
+        print(f"cold runs skipped: {reason}")
+    paths = args.paths or [i.name for i in datapaths.available("cpu") if i.available and i.name in
+                           ("host-direct", "pinned-bounce", "pageable-bounce", "safetensors")]
+    methods = [FLOOR, *paths]
+    results: dict[tuple[str, str], list[float]] = {(m, s): [] for m in methods for s in states}
+    for repeat in range(args.repeats):
+        order = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
+        for state in states:
+            for method in order:
+                prepare(state, files)
+                gbps = run_once(method, ckpt, files, args.threads, args.io_size)
+                results[(method, state)].append(gbps)
+                print(f"repeat {repeat + 1} {state:4} {method:16} {gbps:6.2f} GB/s", flush=True)
+
+    lines = [
+        f"# Host paths against the read floor ({datetime.now(timezone.utc):%Y-%m-%d})",
+        "",
+        f"Command: `.venv/bin/python benchmarks/floor.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        "",
+        f"Machine: {platform.node()}, {gdslab.probe(folder).as_dict().get('cpu_count', '?')} CPUs, "
+        f"file system {gdslab.probe(folder).as_dict().get('fs_type', '?')}; checkpoint "
+        f"{gdslab.format_size(ckpt.nbytes)} in {len(files)} shards; threads {args.threads}, io size {args.io_size}; "
+        f"{args.repeats} interleaved repeats; medians (GB/s = 1e9 B/s).",
+        "",
+        "| path | cache | median GB/s | min | max | × read floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for state in states:
+        floor = statistics.median(results[(FLOOR, state)])
+        for method in methods:
+            values = results[(method, state)]
+            median = statistics.median(values)
+            lines.append(f"| {method} | {state} | {median:.2f} | {min(values):.2f} | {max(values):.2f} | "
+                         f"{median / floor:.2f}× |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
