@@ -31,6 +31,7 @@ __all__ = [
 _MINCORE_WINDOW_PAGES = 1 << 18
 _WARM_CHUNK = 16 << 20
 _PROBE_FILE_SIZE = 4 << 20
+_SAMPLE_MIN, _SAMPLE_MAX = 16 << 10, 256 << 20  # a stand-in file: a few pages, quick to read
 # File systems whose pages cannot be dropped: there, the page cache is the storage.
 _UNEVICTABLE_FS = {"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"}
 
@@ -178,6 +179,33 @@ def _fstype(directory: Path) -> str | None:
         return None
 
 
+def _try_eviction(path: str, what: str, folder: Path, fstype: str | None) -> tuple[bool, str]:
+    """Read `path` in, evict it, and say whether mincore saw both happen."""
+    where = f"{folder} (fs {fstype or 'unknown'})"
+    try:
+        warm([path])
+        before = resident_fraction(path)
+        if before < 0.9:
+            return False, f"{what} just read in {where} is only {before:.0%} resident: the page cache is not measurable there"
+        evict(path)
+        after = resident_fraction(path)
+    except GdslabError as e:
+        return False, str(e)
+    if after > 0.1:
+        return False, f"eviction does not work in {where}: {after:.0%} of {what} stayed resident after fsync + DONTNEED"
+    return True, f"eviction works in {where}: {what} went {before:.0%} -> {after:.0%} resident"
+
+
+def _existing_sample(folder: Path) -> Path | None:
+    """The smallest file of a few pages or more in `folder`: a stand-in where we may not write."""
+    try:
+        files = [(f.stat().st_size, f) for f in folder.iterdir() if f.is_file() and not f.is_symlink()]
+    except OSError:
+        return None
+    sized = sorted((n, f) for n, f in files if _SAMPLE_MIN <= n <= _SAMPLE_MAX)
+    return sized[0][1] if sized else None
+
+
 @functools.lru_cache(maxsize=None)
 def _can_evict(directory: str) -> tuple[bool, str]:
     folder = Path(directory)
@@ -187,7 +215,11 @@ def _can_evict(directory: str) -> tuple[bool, str]:
     try:
         fd, name = tempfile.mkstemp(prefix=".gdslab-evict-check-", dir=folder)
     except OSError as e:
-        return False, f"cannot write a test file in {folder}: {e.strerror or e}"
+        # A read-only folder (a shared model on Lustre, say): try one of its own files instead.
+        sample = _existing_sample(folder)
+        if sample is None:
+            return False, f"cannot write a test file in {folder} ({e.strerror or e}) and no file there to try"
+        return _try_eviction(str(sample), sample.name, folder, fstype)
     try:
         try:
             block = os.urandom(1 << 20)
@@ -196,19 +228,7 @@ def _can_evict(directory: str) -> tuple[bool, str]:
             os.fsync(fd)
         finally:
             os.close(fd)
-        warm([name])
-        before = resident_fraction(name)
-        if before < 0.9:
-            return False, (f"a file just read in {folder} is only {before:.0%} resident: the page cache "
-                           f"is not measurable there (fs {fstype or 'unknown'})")
-        evict(name)
-        after = resident_fraction(name)
-        if after > 0.1:
-            return False, (f"eviction does not work in {folder} (fs {fstype or 'unknown'}): "
-                           f"{after:.0%} of a test file stayed resident after fsync + DONTNEED")
-        return True, f"eviction works in {folder} (fs {fstype or 'unknown'}): {before:.0%} -> {after:.0%} resident"
-    except GdslabError as e:
-        return False, str(e)
+        return _try_eviction(name, "a test file", folder, fstype)
     except OSError as e:
         return False, f"eviction check in {folder} failed: {e.strerror or e}"
     finally:

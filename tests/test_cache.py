@@ -1,0 +1,124 @@
+"""Page-cache control on real files: read -> resident, evict -> not resident, measured by mincore."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gdslab.cache import (CacheError, can_evict, evict, evict_all, page_size, resident_bytes,
+                          resident_fraction, resident_fraction_all, warm)
+
+MiB = 1 << 20
+
+
+def _write(path: Path, nbytes: int) -> Path:
+    with open(path, "wb") as f:
+        f.write(os.urandom(nbytes))
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+@pytest.fixture
+def evictable(tmp_path) -> Path:
+    ok, why = can_evict(tmp_path)
+    if not ok:
+        pytest.skip(f"page-cache eviction does not work here: {why}")
+    return tmp_path
+
+
+def test_read_makes_resident_and_evict_drops_it(evictable):
+    path = _write(evictable / "weights.bin", 8 * MiB + 123)  # not a multiple of the page size
+    assert warm([path]) == path.stat().st_size
+    assert resident_fraction(path) == pytest.approx(1.0, abs=0.01)
+    resident, size = resident_bytes(path)
+    assert size == 8 * MiB + 123 and resident <= size
+    evict(path)
+    assert resident_fraction(path) <= 0.02
+    warm([path])
+    assert resident_fraction(path) >= 0.99
+
+
+def test_partial_read_is_measured_to_the_page(evictable):
+    path = _write(evictable / "part.bin", 8 * MiB)
+    evict(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no readahead: only what we read comes in
+        os.pread(fd, 2 * MiB, 0)
+    finally:
+        os.close(fd)
+    resident, _ = resident_bytes(path)
+    assert 2 * MiB <= resident <= 2 * MiB + 64 * page_size()
+
+
+def test_fraction_of_many_files_is_weighted_by_bytes(evictable):
+    big = _write(evictable / "big.bin", 8 * MiB)
+    small = _write(evictable / "small.bin", 4 * MiB)
+    empty = _write(evictable / "empty.bin", 0)
+    warm([big])
+    evict(small)
+    assert resident_fraction_all([big, small, empty]) == pytest.approx(8 / 12, abs=0.02)
+    evict_all([big, small, empty])
+    assert resident_fraction_all([big, small, empty]) <= 0.02
+    warm([big, small])
+    assert resident_fraction_all([big, small]) >= 0.99
+
+
+def test_zero_size_file(tmp_path):
+    path = _write(tmp_path / "empty.bin", 0)
+    assert resident_bytes(path) == (0, 0)
+    assert resident_fraction(path) == 0.0
+    assert resident_fraction_all([path]) == 0.0
+    assert resident_fraction_all([]) == 0.0
+    evict(path)
+    assert warm([path]) == 0
+
+
+@pytest.mark.parametrize("call", [evict, resident_fraction, lambda p: warm([p])])
+def test_missing_file_is_a_cache_error_naming_it(tmp_path, call):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(CacheError, match="nope.safetensors") as e:
+        call(missing)
+    assert e.value.path == missing and "cannot open" in e.value.reason
+
+
+def test_can_evict_answers_with_a_reason(tmp_path):
+    ok, why = can_evict(tmp_path / "not" / "made" / "yet")  # judged by its nearest existing parent
+    assert isinstance(ok, bool) and str(tmp_path.resolve()) in why
+    assert not list(tmp_path.iterdir())  # the test file is gone
+
+
+def test_tmpfs_cannot_evict():
+    shm = Path("/dev/shm")
+    from gdslab.probe import filesystem_of
+
+    if not shm.is_dir() or filesystem_of(shm).fstype != "tmpfs":
+        pytest.skip("/dev/shm is not a tmpfs here")
+    ok, why = can_evict(shm)
+    assert not ok and "tmpfs" in why
+
+
+def test_can_evict_in_a_read_only_folder_tries_a_file_of_its_own(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    ok_here, _ = can_evict(tmp_path / "writable")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _write(folder / "config.json", 100)  # too small to say anything
+    _write(folder / "shard.bin", 1 * MiB)
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    _write(empty / "config.json", 100)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # as on a read-only mount (root ignores chmod)
+    ok, why = can_evict(folder)
+    assert "shard.bin" in why and ok == ok_here
+    ok, why = can_evict(empty)
+    assert not ok and "Read-only file system" in why and "no file there to try" in why
