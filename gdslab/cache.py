@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import GdslabError
+from .errors import CacheError, GdslabError
 
 __all__ = [
     "CacheError", "evict", "evict_all", "resident_fraction", "resident_fraction_all",
@@ -38,15 +38,6 @@ _UNEVICTABLE_FS = {"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"}
 _PROT_READ = 0x1
 _MAP_SHARED = 0x01
 _MAP_FAILED = ctypes.c_void_p(-1).value
-
-
-class CacheError(GdslabError):
-    """A file's page-cache state could not be read or changed; names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def page_size() -> int:

@@ -28,21 +28,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import GdslabError
+from .errors import ResultsError
 from .loader import cache_state
 from .synthetic import DTYPES, PRESETS
 
 LABEL = "projection"
 GB = 1e9  # rates are in GB/s of 1e9 bytes, as LoadResult.gbps
-
-
-class ResultsError(GdslabError):
-    """A results file (JSON/CSV records) cannot be read as records."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def _assume(default: Any, unit: str, source: str) -> Any:

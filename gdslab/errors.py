@@ -9,13 +9,25 @@ class GdslabError(Exception):
     """Base of every error gdslab raises deliberately."""
 
 
-class CheckpointError(GdslabError):
-    """A checkpoint (safetensors file, index, directory) is malformed or unsafe to read."""
+class FileError(GdslabError):
+    """Something is wrong with one file: the message is "<path>: <reason>"."""
 
     def __init__(self, path: str | Path, reason: str):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class CheckpointError(FileError):
+    """A checkpoint (safetensors file, index, directory) is malformed or unsafe to read."""
+
+
+class CacheError(FileError):
+    """A file's page-cache state could not be read or changed."""
+
+
+class ResultsError(FileError):
+    """A results file (JSON/CSV records) cannot be read as records."""
 
 
 class LoadError(GdslabError):
