@@ -9,6 +9,8 @@ from .synthetic import PRESETS, write_checkpoint
 from .loader import LoadResult, load
 from . import datapaths
 from . import coldstart
+from .sweep import Grid, sweep
+from .profile import DeviceMemorySampler, Event, EventLog, ProfileSummary, summarize
 
 __version__ = "0.1.0"
 
@@ -21,4 +23,6 @@ __all__ = [
     "PRESETS", "write_checkpoint",
     "LoadResult", "load", "datapaths",
     "coldstart",
+    "Grid", "sweep",
+    "DeviceMemorySampler", "Event", "EventLog", "ProfileSummary", "summarize",
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -173,6 +173,21 @@ def fill_rate(curve: FillCurve, interval: float | None = None, window: float | N
     smoothed = (landed - curve.at(times - spans)) / spans if count else np.zeros(0)
     mean = curve.total / duration if duration > 0 else 0.0
     return FillRate(curve.device, times, instantaneous, smoothed, mean, float(interval), float(window))
+
+
+def curve_gap(reference: FillCurve, other: FillCurve, points: int = 1000) -> tuple[float, float]:
+    """How far `other` strays from `reference`: (largest, mean) |difference| over the load.
+
+    Both curves are read on `points` evenly spaced times from 0 to the later curve's end;
+    the gaps are fractions of `reference.total` (0.02 = 2 % of the bytes). Used to check a
+    sampled device-memory curve against the event curve.
+    """
+    end = max(reference.end, other.end)
+    if reference.total <= 0 or end <= 0:
+        raise ValueError("the reference curve is empty: nothing to compare against")
+    times = np.linspace(0.0, end, points)
+    gap = np.abs(reference.at(times).astype(float) - other.at(times).astype(float)) / reference.total
+    return float(gap.max()), float(gap.mean())
 
 
 # --- where the time went --------------------------------------------------------------------

@@ -1,0 +1,332 @@
+"""Watch a load fill device memory, live, in a notebook — and the same call headless.
+
+`live_load(source, **load_kwargs)` creates the chart first, then runs `gdslab.load` on a
+background thread with an `EventLog` and a cancel event. A second thread calls the one
+redraw function, `LiveLoad.redraw`, at no more than `max_fps` (10 by default): it reads
+the log, moves the fill curve of every device and the rate, renders the figure to PNG for
+an ipywidgets `Image` (no ipympl needed) and updates a progress bar and a read-out. The
+load's own threads never draw, display or print. Stop sets the cancel event: the load
+raises `LoadCancelled`, hands nothing back, and every thread ends.
+
+Headless (nbval, scripts) pass `blocking=True`: the load runs to the end before the call
+returns and the final static figure is displayed (in a kernel) or kept in `.figure`.
+Either way `.wait()` returns the `LoadResult` (also in `.result`).
+
+The Stop button works while the kernel is idle. While a cell is blocked in `.wait()`,
+use the kernel's interrupt instead: `wait()` turns it into a clean cancel.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .checkpoint import Checkpoint
+from .errors import LoadCancelled
+from .loader import LoadResult, load, resolve_device
+from .plots import GB, TIME_AXIS, describe_run
+from .profile import EventLog, fill_curves, fill_rate, rate_at
+from .sizes import format_size
+
+RATE_WINDOW_S = 0.5  # the read-out's trailing window
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (where `display` reaches a front end or an nbval run)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class LiveLoad:
+    """One load running on a background thread, with its live chart, progress bar and Stop button.
+
+    Attributes: `figure` (matplotlib, created before the run), `widget` (the ipywidgets box,
+    None without ipywidgets), `state` ('ready', 'running', 'done', 'cancelled', 'failed'),
+    `result` (the `LoadResult` once done), `error` (the exception of a cancelled or failed
+    load), `log` (the `EventLog` the load fills), `landed` and `frames` (bytes shown and
+    redraws made so far).
+    """
+
+    def __init__(self, source: Any, *, max_fps: float = 10.0, rate_window: float = RATE_WINDOW_S, **load_kwargs):
+        if not 0 < max_fps <= 30:
+            raise ValueError(f"max_fps must be within (0, 30], got {max_fps}")
+        self.source = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
+        self.log: EventLog = load_kwargs.pop("log", None) or EventLog()
+        self.cancel: threading.Event = load_kwargs.pop("cancel", None) or threading.Event()
+        self.load_kwargs = load_kwargs
+        self.datapath = load_kwargs.get("datapath", "pinned-bounce")
+        self.device = str(resolve_device(load_kwargs.get("device")))
+        reads = load_kwargs.get("reads")
+        self.total = sum(r.nbytes for r in reads) if reads is not None else self.source.nbytes
+        self.max_fps, self.rate_window = float(max_fps), float(rate_window)
+        self.state = "ready"
+        self.result: LoadResult | None = None
+        self.error: BaseException | None = None
+        self.landed = 0
+        self.frames = 0
+        self.redraw_error: Exception | None = None
+        self._draw_lock = threading.Lock()
+        self._last_draw = float("-inf")
+        self._finished = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._redrawer: threading.Thread | None = None
+        self._final_drawn = False
+        self._build_figure()
+        self.widget = self._build_widget()
+
+    # --- the chart ------------------------------------------------------------------------
+
+    def _build_figure(self) -> None:
+        # Fixed margins: a layout engine would double the cost of every frame.
+        self.figure = Figure(figsize=(7.5, 4.6))
+        self.figure.subplots_adjust(left=0.1, right=0.97, top=0.86, bottom=0.1, hspace=0.12)
+        self._fill_ax, self._rate_ax = self.figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+        self._fill_ax.axhline(self.total / GB, color="black", linewidth=0.8, linestyle=":",
+                              label=f"total {format_size(self.total)}")
+        self._fill_ax.set_ylim(0, max(self.total / GB, 1e-9) * 1.05)
+        self._fill_ax.set_ylabel("bytes at destination (GB)")
+        self._fill_ax.grid(alpha=0.3)
+        self._rate_ax.set_ylabel("fill rate (GB/s)")
+        self._rate_ax.set_xlabel(TIME_AXIS)
+        self._rate_ax.grid(alpha=0.3)
+        self._fill_ax.set_xlim(0, 0.1)
+        self._fill_lines: dict[str, Any] = {}
+        self._rate_lines: dict[str, Any] = {}
+        self._set_title("ready")
+
+    def _set_title(self, status: str) -> None:
+        if self.result is not None:
+            detail = describe_run(self.result.record())
+        else:
+            detail = f"{self.datapath} · {self.device}"
+        lines = textwrap.wrap(f"{Path(str(self.source.root)).name}: {status}", 95) + textwrap.wrap(detail, 95)
+        self.figure.suptitle("\n".join(lines), fontsize=9)
+
+    def _lines_for(self, device: str) -> tuple[Any, Any]:
+        if device not in self._fill_lines:
+            (fill,) = self._fill_ax.plot([], [], drawstyle="steps-post", label=f"{device} (events)")
+            (rate,) = self._rate_ax.plot([], [], color=fill.get_color(), label=device)
+            self._fill_lines[device], self._rate_lines[device] = fill, rate
+            self._fill_ax.legend(loc="lower right", fontsize=8)
+        return self._fill_lines[device], self._rate_lines[device]
+
+    # --- the widget -----------------------------------------------------------------------
+
+    def _build_widget(self):
+        try:
+            import ipywidgets as w
+        except ImportError:
+            return None
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="0%",
+                                        layout=w.Layout(width="45%"))
+        self.readout = w.HTML(value=self._readout_text(0.0, 0.0))
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
+                                    tooltip="cancel the load (nothing is kept)")
+        self.stop_button.on_click(lambda _button: self.stop())
+        self.image = w.Image(format="png", layout=w.Layout(max_width="760px"))
+        self.image.value = self.png()
+        return w.VBox([w.HBox([self.progress, self.stop_button, self.readout]), self.image])
+
+    def _readout_text(self, elapsed: float, rate: float) -> str:
+        return (f"{format_size(self.landed)} of {format_size(self.total)} · {elapsed:.2f} s · "
+                f"<b>{rate / GB:.2f} GB/s</b> (last {self.rate_window:g} s) · {self.state}")
+
+    def png(self, dpi: int = 80) -> bytes:
+        """The figure as it stands, as PNG bytes."""
+        with self._draw_lock:
+            return self._render(dpi)
+
+    def _render(self, dpi: int = 80) -> bytes:
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=dpi)
+        return buffer.getvalue()
+
+    def redraw(self, force: bool = False) -> bool:
+        """The one redraw: read the log, move the curves, refresh the widget. Throttled to max_fps.
+
+        Returns False (and does nothing) when called sooner than 1/max_fps after the last
+        redraw, unless `force`. Safe to call from any thread; calls are serialised.
+        """
+        with self._draw_lock:
+            now = time.perf_counter()
+            if not force and now - self._last_draw < 1.0 / self.max_fps:
+                return False
+            self._last_draw = now
+            events = self.log.events
+            elapsed = self.log.now() if self.state == "running" else max((e.end for e in events), default=0.0)
+            curves = fill_curves(events)
+            rate_now, rate_top = 0.0, 0.0
+            for device, curve in curves.items():
+                fill_line, rate_line = self._lines_for(device)
+                times, nbytes = curve.times.tolist(), (curve.nbytes / GB).tolist()
+                if self.state == "running":  # hold the last level up to now
+                    times, nbytes = times + [elapsed], nbytes + [nbytes[-1]]
+                fill_line.set_data(times, nbytes)
+                if curve.end > 0:
+                    rate = fill_rate(curve)
+                    rate_line.set_data(rate.times, rate.smoothed / GB)
+                    rate_top = max(rate_top, rate.peak / GB)
+                rate_now += rate_at(curve, elapsed, self.rate_window)
+            self.landed = sum(curve.total for curve in curves.values())
+            self._fill_ax.set_xlim(0, max(elapsed, 0.01) * 1.05)
+            self._rate_ax.set_ylim(0, rate_top * 1.1 if rate_top > 0 else 1.0)
+            self._set_title(self._status_words())
+            self.frames += 1
+            if self.widget is not None:
+                fraction = self.landed / self.total if self.total else 1.0
+                self.progress.value = fraction
+                self.progress.description = f"{fraction:.0%}"
+                self.readout.value = self._readout_text(elapsed, rate_now if self.state == "running" else 0.0)
+                self.image.value = self._render()
+            return True
+
+    def _status_words(self) -> str:
+        if self.state == "done":
+            return f"loaded {format_size(self.total)} in {self.result.seconds:.3f} s ({self.result.gbps:.2f} GB/s)"
+        if self.state == "cancelled":
+            return f"stopped by request after {format_size(self.landed)} of {format_size(self.total)}; nothing kept"
+        if self.state == "failed":
+            return f"failed: {self.error}"
+        return f"{self.state}: {format_size(self.landed)} of {format_size(self.total)}"
+
+    # --- running --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.result = load(self.source, log=self.log, cancel=self.cancel, **self.load_kwargs)
+            self.state = "done"
+        except LoadCancelled as e:
+            self.error, self.state = e, "cancelled"
+        except BaseException as e:  # noqa: BLE001 - kept and re-raised by wait() on the caller's thread
+            self.error, self.state = e, "failed"
+        finally:
+            self._finished.set()
+
+    def _redraw_loop(self) -> None:
+        period = 1.0 / self.max_fps
+        while not self._finished.wait(period):
+            try:
+                self.redraw()
+            except Exception as e:  # noqa: BLE001 - a broken chart must not stop the load
+                self.redraw_error = e
+                return
+
+    def _finish_display(self) -> None:
+        self._final_drawn = True
+        self.redraw(force=True)
+        if self.widget is not None:
+            self.stop_button.disabled = True
+            self.stop_button.description = {"cancelled": "Stopped", "failed": "Failed"}.get(self.state, "Done")
+            self.progress.bar_style = {"done": "success", "cancelled": "warning"}.get(self.state, "danger")
+
+    def start(self, live: bool = True) -> "LiveLoad":
+        """Start the load (and, with `live`, the redraw thread); returns at once."""
+        if self.state != "ready":
+            raise RuntimeError(f"this load was already started (state: {self.state})")
+        self.state = "running"
+        self._worker = threading.Thread(target=self._run, name="gdslab-live-load", daemon=True)
+        self._worker.start()
+        if live:
+            self._redrawer = threading.Thread(target=self._live_loop, name="gdslab-live-redraw", daemon=True)
+            self._redrawer.start()
+        return self
+
+    def _live_loop(self) -> None:
+        self._redraw_loop()
+        self._worker.join()
+        try:
+            self._finish_display()
+        except Exception as e:  # noqa: BLE001 - kept for the notebook side, never printed from here
+            self.redraw_error = e
+
+    def stop(self) -> None:
+        """Ask the load to stop: it raises LoadCancelled inside and hands nothing back."""
+        self.cancel.set()
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running" and not self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> LoadResult | None:
+        """Block until the load and the chart are finished; return the result (None if stopped).
+
+        A failed load re-raises its error here. An interrupt (Ctrl-C, the kernel's ■) while
+        waiting cancels the load, waits for its threads, then propagates.
+        """
+        if self._worker is None:
+            raise RuntimeError("this load has not been started")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for thread in (self._worker, self._redrawer):
+                # Short joins, so an interrupt is seen at once whichever thread the signal hit.
+                while thread is not None and thread.is_alive():
+                    left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+                    if left <= 0:
+                        break
+                    thread.join(left)
+        except KeyboardInterrupt:
+            self.stop()
+            for thread in (self._worker, self._redrawer):
+                if thread is not None:
+                    thread.join()
+            raise
+        if any(t is not None and t.is_alive() for t in (self._worker, self._redrawer)):
+            raise TimeoutError(f"load still running after {timeout} s")
+        if not self._final_drawn:
+            self._finish_display()
+        if self.state == "failed":
+            raise self.error
+        return self.result
+
+    def show(self) -> None:
+        """Display the live widget (in a kernel); after the load, the static figure."""
+        from IPython.display import Image, display
+
+        if self.widget is not None and self.state in ("ready", "running"):
+            display(self.widget)
+        else:
+            display(Image(self.png(), format="png"))
+
+    def __repr__(self) -> str:
+        return f"<LiveLoad {self.datapath} → {self.device}: {self._status_words()}>"
+
+
+def live_load(source: Any, blocking: bool = False, *, max_fps: float = 10.0, display: bool = True,
+              **load_kwargs) -> LiveLoad:
+    """Load `source` with `gdslab.load(**load_kwargs)` while a live chart shows every device fill.
+
+    Non-blocking (default): the widget is displayed (inside a kernel) and the call returns
+    at once; `.wait()` or `.result` gives the `LoadResult`, the Stop button or `.stop()`
+    cancels. `blocking=True` (headless: nbval, scripts): runs to the end without live
+    redraws, displays the final static figure (inside a kernel) and returns; a failed load
+    raises. Example::
+
+        live = live_load(path, datapath="pinned-bounce", threads=8, io_size="16MiB")
+        result = live.wait()
+    """
+    live = LiveLoad(source, max_fps=max_fps, **load_kwargs)
+    show = display and _in_kernel()
+    if blocking:
+        live.start(live=False)
+        try:
+            live.wait()
+        finally:
+            if show:
+                live.show()
+        return live
+    if show:
+        live.show()
+    return live.start()
+
+
+__all__ = ["LiveLoad", "live_load"]
