@@ -67,6 +67,67 @@ def cmd_load(args) -> int:
     return 0
 
 
+def _list(text: str, convert=str) -> list:
+    return [convert(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def cmd_sweep(args) -> int:
+    from . import datapaths
+    from .loader import resolve_device
+    from .report import report
+    from .sweep import Grid, sweep
+
+    names = _list(args.datapaths)
+    if names == ["all"]:
+        names = [i.name for i in datapaths.available(resolve_device(args.device))]
+    grid = Grid(datapaths=names, io_sizes=_list(args.io_sizes), threads=_list(args.threads, int),
+                shards=_list(args.shards, int), caches=_list(args.caches), repeats=args.repeats, size=args.size,
+                preset=args.preset, dtype=args.dtype, seed=args.seed)
+    result = sweep(args.out, grid, device=args.device, root=args.root, progress=not args.no_progress)
+    print(f"{result.ran} measured, {result.skipped} skipped, {result.failed} failed, {result.resumed} already done "
+          f"-> {result.jsonl} and {result.csv}")
+    if args.report:
+        print(f"report: {report(args.out).markdown}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report
+
+    done = report(args.results, args.out)
+    print(done.text)
+    print(f"wrote {done.markdown} and {len(done.figures)} figure(s)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .compare import run
+
+    if not args.compare:
+        print("gdslab bench: say what to run: --compare (host-direct vs the read floor and the peers)",
+              file=sys.stderr)
+        return 2
+    return run(args, "gdslab " + " ".join(sys.argv[1:]))
+
+
+def cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from .headline import compare_paths
+    from .probe import probe
+    from .synthetic import cached_checkpoint
+
+    folder = cached_checkpoint(args.size, args.shards)
+    print(probe(folder).as_text(), end="\n\n")
+    headline = compare_paths(args.out, size=args.size, device=args.device, repeats=args.repeats,
+                             shards=args.shards, threads=args.threads, io_size=args.io_size)
+    print("\n" + headline.table())
+    chart = Path(args.out) / "demo.png"
+    headline.figure().savefig(chart, dpi=110)
+    print(f"\nchart: {chart}   records: {Path(args.out) / 'sweep.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .synthetic import DTYPES, PRESETS
 
@@ -101,6 +162,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io-size", default="16MiB")
     p.add_argument("--cold", action="store_true", help="evict the checkpoint's pages first")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("demo", help="the headline: every data path, cold and warm, a table and a chart")
+    p.add_argument("--size", default="2GiB")
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--io-size", default="16MiB")
+    p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
+    p.add_argument("--out", default="results/demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sweep", help="a grid of loads (path × io size × threads × shards × cold/warm), resumable")
+    p.add_argument("out", nargs="?", default="results/sweep", help="results folder (sweep.jsonl, sweep.csv)")
+    p.add_argument("--datapaths", default="host-direct", help="comma-separated, or 'all'")
+    p.add_argument("--io-sizes", default="4MiB,16MiB")
+    p.add_argument("--threads", default="1,4,8")
+    p.add_argument("--shards", default="1,4")
+    p.add_argument("--caches", default="cold,warm")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--size", default="256MiB", help="checkpoint size (the same tensors for every shard count)")
+    p.add_argument("--preset", default="llama-3.1-8b", choices=sorted(PRESETS))
+    p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
+    p.add_argument("--root", default=None, help="where checkpoints are cached (default $GDSLAB_CHECKPOINTS)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report", action="store_true", help="write the report when done")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="figures (PNG) and markdown tables from sweep results")
+    p.add_argument("results", help="a sweep's results folder, .jsonl or .csv")
+    p.add_argument("--out", default=None, help="where to write report.md and the PNGs (default: beside the results)")
+    p.set_defaults(func=cmd_report)
+
+    from .compare import add_arguments as compare_arguments
+
+    p = sub.add_parser("bench", help="--compare: host-direct vs the read floor, Run:ai, fastsafetensors, safetensors")
+    p.add_argument("--compare", action="store_true", help="run the comparison benchmark (benchmarks/compare.py)")
+    compare_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     # Further subcommands register here (env, load, demo, bench, sweep, report).
     return parser
