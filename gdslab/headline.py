@@ -93,7 +93,8 @@ def compare_paths(
     unavailable = {i.name: i.reason for i in infos if not i.available}
     for record in result.records:
         if record.get("status") != "ok":
-            unavailable.setdefault(f"{record['datapath']} ({record['cache']})", record.get("reason", ""))
+            label = f"{record['datapath']} ({record['cache_asked']})"
+            unavailable.setdefault(label, f"{record['status']}: {record.get('reason', '')}")
     return Headline(device, parse_size(size), _rows(records), records, unavailable)
 
 
