@@ -456,37 +456,8 @@ def find_records(folder: str | Path, skipped: list[ResultsError] | None = None) 
     return records
 
 
-# --- figure ------------------------------------------------------------------------------------
-
-
-def plot(projections: Sequence[ColdStart], ax: Any = None) -> Any:
-    """Horizontal bars of projected seconds (log scale), one per projection, labelled as projections."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 0.6 * len(projections) + 1.6))
-    else:
-        fig = ax.figure
-    names = [f"{p.path} · {p.dtype} · {p.nodes}×{p.gpus_per_node} GPUs" + (" · calibrated" if p.measured else "")
-             for p in projections]
-    seconds = [p.seconds for p in projections]
-    colors = ["tab:green" if p.path == "gds" else "tab:red" if p.path == "bounce" else "tab:orange" for p in projections]
-    bars = ax.barh(names, seconds, color=colors, hatch="//", edgecolor="white")
-    for bar, p in zip(bars, projections):
-        ax.annotate(f" {format_seconds(p.seconds)} ({p.label}); bound by {p.slowest.name.split(':')[0]}",
-                    (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlim(min(seconds) / 3, max(seconds) * 12)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"seconds until the weights are in HBM ({LABEL}, log scale)")
-    models = sorted({p.model for p in projections})
-    ax.set_title(f"Cold start of {', '.join(models)}: {LABEL}, not a measurement")
-    fig.tight_layout()
-    return fig
-
-
 __all__ = [
     "LABEL", "Params", "Limit", "Stage", "ColdStart", "Assumption", "Rule", "RULES", "ResultsError",
     "model_bytes", "storage_gbps", "client_gbps", "bounce", "gds", "project", "assumptions", "table",
-    "calibrate", "matches", "read_records", "find_records", "plot", "format_seconds",
+    "calibrate", "matches", "read_records", "find_records", "format_seconds",
 ]

@@ -25,3 +25,28 @@ def lab_size() -> int:
 def lab_checkpoint(shards: int = 4, preset: str = "llama-3.1-8b", dtype: str = "bf16", seed: int = 0) -> Path:
     """The lab's synthetic checkpoint at `lab_size()`, written once and reused."""
     return cached_checkpoint(lab_size(), shards, preset, dtype, seed)
+
+
+def show_figures_inline() -> None:
+    """Inside IPython, display the bare matplotlib Figures gdslab.plots returns as PNG images.
+
+    gdslab draws without pyplot (no global state, safe from threads), and IPython only knows
+    how to show a Figure once pyplot's inline backend is active; this registers the same
+    formatter by name, so nothing is imported when no kernel is running.
+    """
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+    formatter.for_type_by_name("matplotlib.figure", "Figure", _figure_png)
+
+
+def _figure_png(figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    return buffer.getvalue()

@@ -403,7 +403,36 @@ def plot_scaling(
     return fig
 
 
+
+
+def plot_cold_start(projections: Sequence[Any]) -> Figure:
+    """Horizontal bars of projected cold-start seconds (log scale), each labelled a projection.
+
+    `projections` are `gdslab.coldstart.ColdStart` records (bounce, tuned bounce, gds...).
+    """
+    from .coldstart import LABEL, format_seconds
+
+    fig = Figure(figsize=(8, 0.6 * len(projections) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    names = [f"{p.path} · {p.dtype} · {p.nodes}×{p.gpus_per_node} GPUs" + (" · calibrated" if p.measured else "")
+             for p in projections]
+    seconds = [p.seconds for p in projections]
+    colors = ["tab:green" if p.path == "gds" else "tab:red" if p.path == "bounce" else "tab:orange"
+              for p in projections]
+    bars = ax.barh(names, seconds, color=colors, hatch="//", edgecolor="white")
+    for bar, p in zip(bars, projections):
+        ax.annotate(f" {format_seconds(p.seconds)} ({p.label}); bound by {p.slowest.name.split(':')[0]}",
+                    (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(min(seconds) / 3, max(seconds) * 12)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"seconds until the weights are in HBM ({LABEL}, log scale)")
+    models = sorted({p.model for p in projections})
+    ax.set_title(f"Cold start of {', '.join(models)}: {LABEL}, not a measurement")
+    return fig
+
+
 __all__ = [
     "describe_run", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
-    "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "STAGE_COLORS",
+    "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_cold_start", "STAGE_COLORS",
 ]

@@ -233,18 +233,14 @@ def test_format_seconds():
 
 
 def test_plot_says_projection():
-    import matplotlib
+    from gdslab.plots import plot_cold_start
 
-    matplotlib.use("Agg")
     results = [bounce(Params()), gds(Params())]
-    fig = coldstart.plot(results)
+    fig = plot_cold_start(results)
     ax = fig.axes[0]
     assert "projection" in ax.get_title() and "projection" in ax.get_xlabel()
     assert [round(b.get_width(), 6) for b in ax.patches] == [round(r.seconds, 6) for r in results]
     assert all("projection" in t.get_text() for t in ax.texts)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
 
 
 def test_record_and_summary_are_labelled():
