@@ -28,6 +28,7 @@ MAX_HEADER_BYTES = 100_000_000
 MAX_JSON_DEPTH = 3
 MAX_TENSORS = 1_000_000
 MAX_RANK = 64
+MAX_DIM = 2**63 - 1  # a dimension, and the running product of the shape
 INDEX_NAME = "model.safetensors.index.json"
 
 # Every dtype the safetensors format defines: name -> (bits per element, torch dtype or None).
@@ -81,6 +82,23 @@ class ShardFile:
     nbytes: int
     tensors: int
     metadata: dict[str, str] = field(default_factory=dict)
+    identity: tuple[int, int, int] = (0, 0, 0)  # (device, inode, mtime_ns) when the header was read
+
+    def changed(self) -> str | None:
+        """Why the file on disk is no longer the one this table describes; None while it is.
+
+        A table is a plan: a shard replaced or rewritten after it was made would be read at
+        the old offsets, silently. Loaders call this just before reading.
+        """
+        try:
+            now = os.stat(self.path)
+        except OSError as e:
+            return f"cannot stat: {e.strerror or e}"
+        if (now.st_dev, now.st_ino) != self.identity[:2]:
+            return "replaced since the checkpoint was opened (another file at this path)"
+        if now.st_size != self.size or now.st_mtime_ns != self.identity[2]:
+            return f"modified since the checkpoint was opened ({self.size} -> {now.st_size} bytes)"
+        return None
 
 
 @dataclass(frozen=True)
@@ -142,25 +160,51 @@ class Checkpoint:
 # --- one safetensors file -------------------------------------------------------------
 
 
-def _container_depth(value) -> int:
-    """How deeply lists and objects nest: a valid header is 3 (header -> tensor -> shape)."""
-    if isinstance(value, dict):
-        return 1 + max((_container_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_container_depth(v) for v in value), default=0)
-    return 0
+def _nests_deeper_than(value, limit: int) -> bool:
+    """Whether lists and objects nest deeper than `limit` (a valid header: 3, header -> tensor -> shape).
+
+    Iterative and stopping at the limit: a header nested a few hundred levels deep parses
+    as JSON but would overflow Python's stack in a recursive walk.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _no_duplicates(path: Path):
+    """JSON object hook: refuse duplicate names, and strings that are not Unicode text.
+
+    Python's parser turns an escaped lone surrogate ("\\ud800") into a string that no
+    UTF-8 encoder accepts; the safetensors library refuses such a header, so we do too.
+    """
+
     def hook(pairs):
         seen = {}
         for key, value in pairs:
             if key in seen:
                 raise CheckpointError(path, f"duplicate name {key!r} in the header")
+            for text in (key, value) if isinstance(value, str) else (key,):
+                if not _is_text(text):
+                    raise CheckpointError(path, f"{text!r} in the header is not valid Unicode (lone surrogate)")
             seen[key] = value
         return seen
 
     return hook
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_int(value) -> bool:
@@ -172,7 +216,8 @@ def read_header(path: str | os.PathLike) -> tuple[ShardFile, list[TensorEntry]]:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            stat = os.fstat(f.fileno())
+            size = stat.st_size
             if size < 8:
                 raise CheckpointError(path, f"truncated: {size} bytes, shorter than the 8-byte header length")
             (header_len,) = struct.unpack("<Q", f.read(8))
@@ -205,10 +250,8 @@ def read_header(path: str | os.PathLike) -> tuple[ShardFile, list[TensorEntry]]:
         raise CheckpointError(path, f"header is not valid JSON: {e}") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "header JSON is not an object")
-    if _container_depth(header) > MAX_JSON_DEPTH:
+    if _nests_deeper_than(header, MAX_JSON_DEPTH):
         raise CheckpointError(path, f"header JSON nests deeper than {MAX_JSON_DEPTH} levels")
-    if len(header) > MAX_TENSORS + 1:
-        raise CheckpointError(path, f"header lists {len(header)} entries (limit {MAX_TENSORS})")
 
     data_start = 8 + header_len
     data_len = size - data_start
@@ -219,6 +262,8 @@ def read_header(path: str | os.PathLike) -> tuple[ShardFile, list[TensorEntry]]:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise CheckpointError(path, "__metadata__ must map strings to strings")
+    if len(header) > MAX_TENSORS:
+        raise CheckpointError(path, f"header lists {len(header)} tensors (limit {MAX_TENSORS})")
 
     entries = [_entry(path, name, info, data_start, data_len) for name, info in header.items()]
     spans = sorted(entries, key=lambda e: (e.offset, e.offset + e.nbytes))
@@ -233,7 +278,8 @@ def read_header(path: str | os.PathLike) -> tuple[ShardFile, list[TensorEntry]]:
         raise CheckpointError(
             path, f"tensors end at byte {cursor} but the file has {size} bytes: truncated or padded"
         )
-    shard = ShardFile(path, size, data_start, data_len, len(spans), dict(metadata))
+    identity = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
+    shard = ShardFile(path, size, data_start, data_len, len(spans), dict(metadata), identity)
     return shard, spans
 
 
@@ -247,6 +293,11 @@ def _entry(path: Path, name: str, info, data_start: int, data_len: int) -> Tenso
         raise CheckpointError(path, f"tensor {name!r}: shape must be a list of non-negative integers")
     if len(shape) > MAX_RANK:
         raise CheckpointError(path, f"tensor {name!r}: rank {len(shape)} exceeds {MAX_RANK}")
+    numel = 1
+    for dim in shape:  # torch sizes are int64; the safetensors library refuses a product past 64 bits
+        numel *= dim
+        if dim > MAX_DIM or numel > MAX_DIM:
+            raise CheckpointError(path, f"tensor {name!r}: shape {shape} exceeds the largest tensor size (2**63-1)")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
         raise CheckpointError(path, f"tensor {name!r}: data_offsets must be two integers")
     begin, end = offsets

@@ -22,7 +22,7 @@ from . import datapaths
 from .cache import resident_fraction_all
 from .checkpoint import Checkpoint
 from .datapaths.base import LoadJob, TensorRead
-from .errors import DatapathUnavailable, GdslabError, LoadError
+from .errors import DatapathUnavailable, GdslabError, LoadCancelled, LoadError
 from .profile import Event, EventLog
 from .sizes import format_size, parse_size
 
@@ -128,6 +128,7 @@ def _drop_frames(error: BaseException) -> None:
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         traceback.clear_frames(error.__traceback__)
+        error.__traceback__ = None  # a cleared frame still holds its function, and so the closures' buffers
         error = error.__cause__ or error.__context__
 
 
@@ -141,12 +142,14 @@ def load(
     reads: list[TensorRead] | None = None,
     log: EventLog | None = None,
     cancel: threading.Event | None = None,
+    verify: bool = False,
 ) -> LoadResult:
     """Load `source` (file, folder, index or `Checkpoint`) by `datapath` onto `device`.
 
     `reads` (default: every tensor, whole) lets tensor-parallel plans load slices. `log`
     collects events while the load runs (live charts read it); setting `cancel` stops the
-    load with `LoadCancelled`.
+    load with `LoadCancelled`. `verify` checksums every tensor where it landed against
+    the file's bytes (not counted in `seconds`).
     """
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     device = resolve_device(device)
@@ -167,6 +170,10 @@ def load(
     resident = resident_fraction_all(files)
     log = log if log is not None else EventLog()
     job = LoadJob(reads, device, threads, io_size, log, cancel if cancel is not None else threading.Event())
+    for shard in ckpt.files:  # a table is a plan: refuse to read a file that changed since
+        why = shard.changed() if shard.path in files else None
+        if why:
+            raise LoadError(shard.path, why)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     log.origin = time.perf_counter()
     try:
@@ -175,6 +182,13 @@ def load(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - log.origin
+        if verify:  # checksums every tensor where it landed against the file; not counted in seconds
+            from .verify import verify_tensors
+
+            verify_tensors(tensors, reads, job.cancel)
+    except LoadCancelled as e:
+        _drop_frames(e)
+        raise LoadCancelled(ckpt.root, e.reason) from None
     except GdslabError as e:
         _drop_frames(e)
         raise

@@ -214,15 +214,18 @@ def run_tasks(job: LoadJob, tasks: list, work: Callable, prefix: str) -> None:
     Threads pull tasks in order (so reads stay roughly sequential per file). The first
     exception or KeyboardInterrupt, in a worker or here, sets `job.stopping`, every worker
     finishes its current task and exits, and that first error is re-raised: no thread
-    outlives the call.
+    outlives the call. We wait on per-worker events rather than `Thread.join`, which before
+    Python 3.13 can return early when interrupted, leaving a reader running on freed buffers.
     """
     if not tasks:
         return
     errors: list[BaseException] = []
     lock = threading.Lock()
     cursor = iter(tasks)
+    count = max(1, min(job.threads, len(tasks)))
+    finished = [threading.Event() for _ in range(count)]
 
-    def worker() -> None:
+    def worker(k: int) -> None:
         try:
             while not job.stopping.is_set():
                 job.check_cancel()
@@ -236,24 +239,25 @@ def run_tasks(job: LoadJob, tasks: list, work: Callable, prefix: str) -> None:
                 if not errors:
                     errors.append(e)
             job.stopping.set()
+        finally:
+            finished[k].set()
 
-    workers = [
-        threading.Thread(target=worker, name=f"{prefix}-{k}", daemon=True)
-        for k in range(max(1, min(job.threads, len(tasks))))
-    ]
+    workers = [threading.Thread(target=worker, args=(k,), name=f"{prefix}-{k}", daemon=True) for k in range(count)]
+    started: list[threading.Thread] = []
     try:
         for thread in workers:
             thread.start()
-        for thread in workers:
-            thread.join()
+            started.append(thread)
+        for event in finished:
+            event.wait()
     except BaseException:  # e.g. KeyboardInterrupt while waiting: stop the workers, then re-raise
         job.stopping.set()
-        for thread in workers:
-            if thread.ident is not None:
-                thread.join()
+        for k in range(len(started)):
+            finished[k].wait()
         raise
+    for thread in started:
+        thread.join()
     if errors:
-        job.stopping.set()
         raise errors[0]
 
 
