@@ -7,6 +7,9 @@ the first time a task touches them, so device memory in use follows the load as 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -109,7 +112,8 @@ class LoadJob:
                     read = self.reads[i]
                     start = self.log.now()
                     try:
-                        tensor = torch.empty(read.shape, dtype=read.dtype, device=self.device)
+                        tensor = (empty_host(read.shape, read.dtype) if self.device.type == "cpu"
+                                  else torch.empty(read.shape, dtype=read.dtype, device=self.device))
                     except (torch.OutOfMemoryError, RuntimeError) as e:
                         raise LoadError(
                             read.file,
@@ -159,6 +163,38 @@ class Datapath:
 
 
 # --- helpers the paths share --------------------------------------------------------------
+
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc.madvise
+
+
+def empty_host(shape, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """`torch.empty` on the host, backed by transparent huge pages where the kernel allows.
+
+    Filling fresh memory costs a page fault per 4 KiB page; with 2 MiB pages the first
+    touch of a 1 GiB destination is about ten times cheaper here (numpy asks the same for
+    its large arrays; torch's allocator does not). Advice only: without THP nothing changes.
+    """
+    tensor = torch.empty(shape, dtype=dtype)
+    nbytes = tensor.numel() * tensor.element_size()
+    madvise = _madvise() if nbytes >= 2 * _HUGE_PAGE else None
+    if madvise is not None:
+        start = (tensor.data_ptr() + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)
+        end = (tensor.data_ptr() + nbytes) & ~(_HUGE_PAGE - 1)
+        if end > start:
+            madvise(start, end - start, _MADV_HUGEPAGE)
+    return tensor
+
 
 
 class OpenFiles:

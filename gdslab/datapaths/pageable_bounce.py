@@ -7,9 +7,7 @@ copies, no overlap between reading and copying.
 
 from __future__ import annotations
 
-import torch
-
-from .base import Datapath, LoadJob, OpenFiles, pread_into, run_tasks
+from .base import Datapath, LoadJob, OpenFiles, empty_host, pread_into, run_tasks
 
 
 class PageableBounce(Datapath):
@@ -26,7 +24,7 @@ class PageableBounce(Datapath):
                     continue
                 low = min(offset for offset, _ in runs)
                 high = max(offset + n for offset, n in runs)
-                staging = torch.empty(high - low, dtype=torch.uint8)
+                staging = empty_host(high - low)
                 tasks = [(s, min(job.io_size, high - low - s)) for s in range(0, high - low, job.io_size)]
 
                 def read(task, staging=staging, path=path, low=low) -> None:

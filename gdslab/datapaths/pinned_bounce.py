@@ -14,7 +14,7 @@ import threading
 
 import torch
 
-from .base import Chunk, Datapath, LoadJob, OpenFiles, pread_into, run_tasks
+from .base import Chunk, Datapath, LoadJob, OpenFiles, empty_host, pread_into, run_tasks
 
 BUFFERS_PER_THREAD = 2
 
@@ -24,7 +24,8 @@ class StagingRing:
 
     def __init__(self, job: LoadJob, count: int, size: int):
         self.job, self.cuda = job, job.device.type == "cuda"
-        self.memory = torch.empty(count * size, dtype=torch.uint8, pin_memory=self.cuda)
+        self.memory = (torch.empty(count * size, dtype=torch.uint8, pin_memory=True) if self.cuda
+                       else empty_host(count * size))
         self.buffers = [self.memory[k * size:(k + 1) * size] for k in range(count)]
         self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for k in range(count):
