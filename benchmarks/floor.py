@@ -1,11 +1,14 @@
-"""Every host path against the read floor, cold and warm, interleaved repeats, medians and ratios.
+"""Every data path against the floors, cold and warm, interleaved repeats, medians and ratios.
 
     .venv/bin/python benchmarks/floor.py --size 4GiB --shards 4 --repeats 5 --out docs/results/cpu.md
+    python3 benchmarks/floor.py --device cuda:0 --size 4GiB --repeats 3 --out docs/results/gpu.md
 
-The floor is a plain multi-threaded os.preadv of the same files into fresh buffers
-(gdslab.floors.read_floor). Each repeat runs every method once per cache state, in a
-rotated order, so drift on a shared machine hits all of them alike. Cold runs evict the
-files first and check that under 5% stayed resident; warm runs read them first.
+The read floor is a plain multi-threaded os.preadv of the same files into fresh buffers
+(gdslab.floors.read_floor); on a GPU the pinned and pageable host→device copy ceilings
+are measured in the same run too, and every path's ratio to the pinned ceiling is shown.
+Each repeat runs every method once per cache state, in a rotated order, so drift on a
+shared machine hits all of them alike. Cold runs evict the files first and check that
+under 5% stayed resident; warm runs read them first.
 """
 
 from __future__ import annotations
@@ -18,19 +21,25 @@ from datetime import datetime, timezone
 
 import gdslab
 from gdslab import cache, datapaths
-from gdslab.floors import read_floor
+from gdslab.floors import h2d_ceiling, read_floor
 from gdslab.synthetic import cached_checkpoint
 
 FLOOR = "read floor"
+PINNED, PAGEABLE = "H2D ceiling (pinned)", "H2D ceiling (pageable)"
+HOST_PATHS = ("host-direct", "pinned-bounce", "pageable-bounce", "safetensors")
+GPU_PATHS = ("gds", "pinned-bounce", "pageable-bounce", "safetensors")
 
 
-def run_once(method: str, ckpt, files, threads: int, io_size: str) -> float:
+def run_once(method: str, ckpt, files, threads: int, io_size: str, device: str) -> tuple[float, str]:
+    """(GB/s, what ran) of one run of `method`."""
     if method == FLOOR:
-        return read_floor(files, threads, io_size).gbps
-    result = gdslab.load(ckpt, datapath=method, device="cpu", threads=threads, io_size=io_size)
-    gbps = result.gbps
+        return read_floor(files, threads, io_size).gbps, ""
+    if method in (PINNED, PAGEABLE):
+        return h2d_ceiling(device, min(ckpt.nbytes, 1 << 30), pinned=method == PINNED).gbps, ""
+    result = gdslab.load(ckpt, datapath=method, device=device, threads=threads, io_size=io_size)
+    gbps, effective = result.gbps, result.effective
     del result
-    return gbps
+    return gbps, effective
 
 
 def prepare(state: str, files) -> float:
@@ -44,6 +53,12 @@ def prepare(state: str, files) -> float:
     return resident
 
 
+def _device_name(device: str) -> str:
+    import torch
+
+    return f"({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else "(host memory)"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="2GiB")
@@ -51,7 +66,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--io-size", default="16MiB")
-    parser.add_argument("--paths", nargs="*", default=None, help="default: every host path available here")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--paths", nargs="*", default=None, help="default: every gdslab path available on the device")
     parser.add_argument("--out", help="write a markdown report here")
     args = parser.parse_args(argv)
 
@@ -62,16 +78,18 @@ def main(argv=None) -> int:
     states = ["cold", "warm"] if ok else ["warm"]
     if not ok:
         print(f"cold runs skipped: {reason}")
-    paths = args.paths or [i.name for i in datapaths.available("cpu") if i.available and i.name in
-                           ("host-direct", "pinned-bounce", "pageable-bounce", "safetensors")]
-    methods = [FLOOR, *paths]
+    cuda = args.device.startswith("cuda")
+    wanted = GPU_PATHS if cuda else HOST_PATHS
+    paths = args.paths or [i.name for i in datapaths.available(args.device) if i.available and i.name in wanted]
+    methods = [FLOOR, *((PINNED, PAGEABLE) if cuda else ()), *paths]
     results: dict[tuple[str, str], list[float]] = {(m, s): [] for m in methods for s in states}
+    ran: dict[str, str] = {}
     for repeat in range(args.repeats):
         order = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
         for state in states:
             for method in order:
                 prepare(state, files)
-                gbps = run_once(method, ckpt, files, args.threads, args.io_size)
+                gbps, ran[method] = run_once(method, ckpt, files, args.threads, args.io_size, args.device)
                 results[(method, state)].append(gbps)
                 print(f"repeat {repeat + 1} {state:4} {method:16} {gbps:6.2f} GB/s", flush=True)
 
@@ -81,20 +99,24 @@ def main(argv=None) -> int:
         f"Command: `.venv/bin/python benchmarks/floor.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
         f"Machine: {platform.node()}, {gdslab.probe(folder).as_dict().get('cpu_count', '?')} CPUs, "
+        f"device {args.device} {_device_name(args.device)}, "
         f"file system {gdslab.probe(folder).as_dict().get('fs_type', '?')}; checkpoint "
         f"{gdslab.format_size(ckpt.nbytes)} in {len(files)} shards; threads {args.threads}, io size {args.io_size}; "
         f"{args.repeats} interleaved repeats; medians (GB/s = 1e9 B/s).",
         "",
-        "| path | cache | median GB/s | min | max | × read floor |",
-        "|---|---|---|---|---|---|",
+        "| path | cache | median GB/s | min | max | × read floor |" + (" × pinned H2D |" if cuda else "")
+        + " what ran |",
+        "|---|---|---|---|---|---|" + ("---|" if cuda else "") + "---|",
     ]
     for state in states:
         floor = statistics.median(results[(FLOOR, state)])
+        pinned = statistics.median(results[(PINNED, state)]) if cuda else 0.0
         for method in methods:
             values = results[(method, state)]
             median = statistics.median(values)
             lines.append(f"| {method} | {state} | {median:.2f} | {min(values):.2f} | {max(values):.2f} | "
-                         f"{median / floor:.2f}× |")
+                         f"{median / floor:.2f}× |" + (f" {median / pinned:.2f}× |" if cuda else "")
+                         + f" {ran.get(method, '')} |")
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:

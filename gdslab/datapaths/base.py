@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 from ..checkpoint import DTYPES, TensorEntry
@@ -237,6 +238,19 @@ def pread_into(fd: int, buffer, file_offset: int, path: Path) -> None:
                 path, f"truncated: needed {total} bytes at byte {file_offset}, the file ended after {done}"
             )
         done += n
+
+
+def copy_bytes(dest: torch.Tensor, source: torch.Tensor, non_blocking: bool = False) -> None:
+    """Copy uint8 `source` into `dest`: to a device with `copy_`, host to host with one memcpy.
+
+    Host copies go through numpy on the calling thread: torch's `copy_` fans small copies
+    out to its OpenMP pool, and on a busy machine each fan-out waits a scheduler slice
+    (we measured 160 KiB copies taking 40 ms).
+    """
+    if dest.device.type == "cpu":
+        np.copyto(dest.numpy(), source.numpy())
+    else:
+        dest.copy_(source, non_blocking=non_blocking)
 
 
 def as_buffer(tensor: torch.Tensor):

@@ -7,7 +7,7 @@ copies, no overlap between reading and copying.
 
 from __future__ import annotations
 
-from .base import Datapath, LoadJob, OpenFiles, empty_host, pread_into, run_tasks
+from .base import Datapath, LoadJob, OpenFiles, copy_bytes, empty_host, pread_into, run_tasks
 
 
 class PageableBounce(Datapath):
@@ -39,7 +39,7 @@ class PageableBounce(Datapath):
                     began = job.log.now()
                     dest, at = job.destination_bytes(i), 0
                     for offset, n in job.reads[i].runs:
-                        dest[at:at + n].copy_(staging[offset - low:offset - low + n])
+                        copy_bytes(dest[at:at + n], staging[offset - low:offset - low + n])
                         at += n
                     job.log.add("copy", began, job.reads[i].nbytes, path, job.device, landed=True)
                 del staging

@@ -14,7 +14,7 @@ import threading
 
 import torch
 
-from .base import Chunk, Datapath, LoadJob, OpenFiles, empty_host, pread_into, run_tasks
+from .base import Chunk, Datapath, LoadJob, OpenFiles, copy_bytes, empty_host, pread_into, run_tasks
 
 BUFFERS_PER_THREAD = 2
 
@@ -87,7 +87,9 @@ class PinnedBounce(Datapath):
 
     def run(self, job: LoadJob) -> str:
         self.check(job)
-        ring = StagingRing(job, BUFFERS_PER_THREAD * max(1, job.threads), job.io_size)
+        chunks = job.chunks()
+        largest = max((c.nbytes for c in chunks), default=1)
+        ring = StagingRing(job, max(1, min(BUFFERS_PER_THREAD * job.threads, len(chunks))), largest)
         local = threading.local()
         try:
             with OpenFiles(job.files) as files:
@@ -109,13 +111,13 @@ class PinnedBounce(Datapath):
                                 event = torch.cuda.Event()
                                 event.record(local.stream)
                         else:
-                            dest.copy_(staging)
+                            copy_bytes(dest, staging)
                     finally:
                         ring.release(k, event, issued, chunk)  # reusable once `event` (if any) completes
                     if event is None:
                         job.log.add("copy", issued, chunk.nbytes, chunk.file, job.device, landed=True)
 
-                run_tasks(job, job.chunks(), bounce, "gdslab-pinned")
+                run_tasks(job, chunks, bounce, "gdslab-pinned")
                 ring.reap(block=True)
         finally:
             ring.close()
