@@ -1,18 +1,22 @@
 """gdslab: see and measure how LLM weights get from storage into GPU memory."""
 
-from .checkpoint import Checkpoint, TensorEntry, read_header
-from .errors import CheckpointError, DatapathUnavailable, GdslabError, LoadCancelled, LoadError
+from . import coldstart, datapaths
 from .cache import CacheError, evict, resident_fraction
-from .probe import ProbeReport, probe
-from .sizes import format_size, parse_size
-from .synthetic import PRESETS, write_checkpoint
+from .checkpoint import Checkpoint, TensorEntry, read_header
+from .dist import ShardedResult, load_sharded
+from .errors import CheckpointError, DatapathUnavailable, GdslabError, LoadCancelled, LoadError
+from .lab import show_figures_inline as _show_figures_inline
 from .loader import LoadResult, load
-from . import datapaths
-from . import coldstart
-from .sweep import Grid, sweep
+from .plan import PlanError, rank_plan, rank_reads, share_partition
+from .probe import ProbeReport, probe
 from .profile import DeviceMemorySampler, Event, EventLog, ProfileSummary, summarize
+from .sizes import format_size, parse_size
+from .sweep import Grid, sweep
+from .synthetic import PRESETS, write_checkpoint
 
 __version__ = "0.1.0"
+
+_show_figures_inline()  # in a notebook, gdslab's figures display as images
 
 __all__ = [
     "Checkpoint", "TensorEntry", "read_header",
@@ -22,6 +26,7 @@ __all__ = [
     "format_size", "parse_size",
     "PRESETS", "write_checkpoint",
     "LoadResult", "load", "datapaths",
+    "PlanError", "rank_plan", "rank_reads", "share_partition", "ShardedResult", "load_sharded",
     "coldstart",
     "Grid", "sweep",
     "DeviceMemorySampler", "Event", "EventLog", "ProfileSummary", "summarize",

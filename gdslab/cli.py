@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare_arguments(p)
     p.set_defaults(func=cmd_bench)
 
+    from .dist import add_subcommand as dist_subcommand
+
+    dist_subcommand(sub)  # dist-load
+
     # Further subcommands register here (env, load, demo, bench, sweep, report).
     return parser
 
