@@ -42,7 +42,6 @@ JSONL_NAME = "sweep.jsonl"
 CSV_NAME = "sweep.csv"
 ALL_KNOBS = ("threads", "io_size")
 # Paths whose class does not say which knobs it uses (a `knobs` attribute) but that use none of them.
-_KNOBLESS = {"safetensors": ()}
 
 # The CSV columns, in order. The JSON lines carry the same keys (and any a newer loader adds).
 FIELDS = (
@@ -70,11 +69,7 @@ def knobs_of(datapath: str) -> tuple[str, ...]:
     """The knobs (of threads, io_size) that `datapath` really uses; the others need no grid."""
     from . import datapaths
 
-    path = datapaths.REGISTRY.get(datapath)
-    declared = getattr(path, "knobs", None) if path is not None else None
-    if declared is not None:
-        return tuple(k for k in ALL_KNOBS if k in declared)
-    return _KNOBLESS.get(datapath, ALL_KNOBS)
+    return tuple(k for k in ALL_KNOBS if k in datapaths.get(datapath).knobs)
 
 
 @dataclass(frozen=True)

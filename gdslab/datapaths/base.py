@@ -145,6 +145,7 @@ class Datapath:
 
     name = ""
     description = ""
+    knobs: tuple[str, ...] = ("threads", "io_size")  # the knobs this path really uses (sweeps vary only these)
 
     def availability(self, device: torch.device) -> tuple[bool, str]:
         return True, ""

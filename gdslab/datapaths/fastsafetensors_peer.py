@@ -21,7 +21,6 @@ from .peers import accept, package_status, whole_tensor_reads
 class FastSafetensors(Datapath):
     name = "fastsafetensors"
     description = "fastsafetensors SafeTensorsFileLoader (peer): whole files into its buffers, tensors cloned out"
-    knobs = ("threads", "io_size")
 
     def availability(self, device: torch.device) -> tuple[bool, str]:
         ok, why = package_status("fastsafetensors", "fastsafetensors")

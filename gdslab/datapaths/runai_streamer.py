@@ -42,7 +42,6 @@ def _settings(values: dict[str, str]):
 class RunaiStreamer(Datapath):
     name = "runai-streamer"
     description = "Run:ai Model Streamer's SafetensorsStreamer (peer): its C++ readers, threads -> concurrency"
-    knobs = ("threads", "io_size")
 
     def availability(self, device: torch.device) -> tuple[bool, str]:
         ok, why = package_status("runai_model_streamer", "runai-model-streamer")

@@ -16,6 +16,7 @@ from .base import Datapath, LoadJob
 class SafetensorsLibrary(Datapath):
     name = "safetensors"
     description = "safetensors.torch.load_file(device=...) per file, every tensor materialized in owned memory"
+    knobs = ()  # the library reads its own way: neither threads nor io size apply
 
     def run(self, job: LoadJob) -> str:
         self.check(job)
