@@ -20,6 +20,7 @@ class HostDirect(Datapath):
 
     def run(self, job: LoadJob) -> str:
         self.check(job)
+        job.allocate_all()
         with OpenFiles(job.files) as files:
 
             def read(chunk: Chunk) -> None:
