@@ -38,8 +38,12 @@ def _environment() -> tuple[dict[str, str | None], list[str]]:
     conda: dict[str, str | None] = {}
     pip: list[str] = []
     for dep in env["dependencies"]:
-        if isinstance(dep, dict):
+        if isinstance(dep, dict):  # pip-only packages count as named by environment.yml too
             pip += dep["pip"]
+            for spec in dep["pip"]:
+                if not spec.startswith("-"):
+                    name, low = _conda_spec(spec.split("#")[0])
+                    conda[_normalize(name)] = low
             continue
         name, low = _conda_spec(dep)
         if name in CONDA_ONLY:
