@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 import gdslab
 from gdslab import cache, datapaths
 from gdslab.floors import h2d_ceiling, read_floor
+from gdslab.sweep import prepare_cache
 from gdslab.synthetic import cached_checkpoint
 
 FLOOR = "read floor"
@@ -43,13 +44,10 @@ def run_once(method: str, ckpt, files, threads: int, io_size: str, device: str) 
 
 
 def prepare(state: str, files) -> float:
-    if state == "cold":
-        cache.evict_all(files)
-    else:
-        cache.warm(files)
-    resident = cache.resident_fraction_all(files)
-    if state == "cold" and resident > 0.05:
-        sys.exit(f"cannot make a cold run here: {resident:.0%} of the files stayed in the page cache")
+    """The sweep's cold/warm protocol; a cold run that cannot be made stops the benchmark."""
+    ok, resident, why = prepare_cache(files, state)
+    if not ok:
+        sys.exit(f"cannot make a {state} run here: {why}")
     return resident
 
 
