@@ -212,10 +212,11 @@ class BackgroundLoad:
     """`load(...)` on a worker thread, for progress bars and live charts to watch.
 
     The worker never prints or draws; watchers read `log.landed_bytes`, `log.events` and
-    `total`, and call `stop()` to cancel. `wait()` returns the result or raises the load's error.
+    `total`, and call `stop()` to cancel. `on_done(self)` runs on the worker when the load
+    ends, however it ends. `wait()` returns the result or raises the load's error.
     """
 
-    def __init__(self, source, **load_kwargs):
+    def __init__(self, source, *, on_done=None, thread_name: str = "gdslab-load", **load_kwargs):
         self.checkpoint = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
         reads = load_kwargs.get("reads")
         self.total = sum(r.nbytes for r in reads) if reads is not None else self.checkpoint.nbytes
@@ -224,7 +225,8 @@ class BackgroundLoad:
         self.result: LoadResult | None = None
         self.error: BaseException | None = None
         self._kwargs = load_kwargs
-        self.thread = threading.Thread(target=self._run, name="gdslab-load", daemon=True)
+        self._on_done = on_done
+        self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
@@ -232,6 +234,9 @@ class BackgroundLoad:
             self.result = load(self.checkpoint, log=self.log, cancel=self.cancel, **self._kwargs)
         except BaseException as e:  # noqa: BLE001 - handed to whoever waits
             self.error = e
+        finally:
+            if self._on_done is not None:
+                self._on_done(self)
 
     @property
     def done(self) -> bool:

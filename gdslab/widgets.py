@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from .checkpoint import Checkpoint
 from .errors import LoadCancelled
-from .loader import LoadResult, load, resolve_device
+from .loader import BackgroundLoad, LoadResult, resolve_device
 from .plots import GB, TIME_AXIS, describe_run
 from .profile import EventLog, fill_curves, fill_rate, rate_at
 from .sizes import format_size
@@ -201,16 +201,15 @@ class LiveLoad:
 
     # --- running --------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            self.result = load(self.source, log=self.log, cancel=self.cancel, **self.load_kwargs)
-            self.state = "done"
-        except LoadCancelled as e:
-            self.error, self.state = e, "cancelled"
-        except BaseException as e:  # noqa: BLE001 - kept and re-raised by wait() on the caller's thread
-            self.error, self.state = e, "failed"
-        finally:
-            self._finished.set()
+    def _ended(self, run: BackgroundLoad) -> None:
+        """Called on the load's worker thread when the load ends: record how, then let waiters go."""
+        if run.error is None:
+            self.result, self.state = run.result, "done"
+        elif isinstance(run.error, LoadCancelled):
+            self.error, self.state = run.error, "cancelled"
+        else:
+            self.error, self.state = run.error, "failed"  # re-raised by wait() on the caller's thread
+        self._finished.set()
 
     def _redraw_loop(self) -> None:
         period = 1.0 / self.max_fps
@@ -234,8 +233,8 @@ class LiveLoad:
         if self.state != "ready":
             raise RuntimeError(f"this load was already started (state: {self.state})")
         self.state = "running"
-        self._worker = threading.Thread(target=self._run, name="gdslab-live-load", daemon=True)
-        self._worker.start()
+        self._worker = BackgroundLoad(self.source, log=self.log, cancel=self.cancel, on_done=self._ended,
+                                      thread_name="gdslab-live-load", **self.load_kwargs).thread
         if live:
             self._redrawer = threading.Thread(target=self._live_loop, name="gdslab-live-redraw", daemon=True)
             self._redrawer.start()
