@@ -183,3 +183,28 @@ def test_gpu_destination_too_large_is_refused(sharded):
     with pytest.raises(LoadError, match="does not fit"):
         gdslab.load(sharded, datapath="pinned-bounce", device="cuda:0", reads=reads)
     assert torch.cuda.memory_allocated() == before
+
+
+def test_cli_load_prints_what_ran(tmp_path, capsys):
+    from gdslab.cli import main
+
+    folder = gdslab.write_checkpoint(tmp_path / "c", size="1MiB", shards=2)
+    assert main(["load", str(folder), "--datapath", "host-direct", "--device", "cpu", "--cold"]) == 0
+    out = capsys.readouterr().out
+    assert "host-direct → cpu" in out and "GB/s" in out and "ran: host-direct" in out
+    assert main(["load", str(folder), "--datapath", "gds", "--device", "cpu"]) == 2
+    assert "gds cannot run on cpu" in capsys.readouterr().err
+
+
+def test_headline_table_and_chart(tmp_path, monkeypatch):
+    from gdslab.headline import compare_paths
+
+    monkeypatch.setenv("GDSLAB_CHECKPOINTS", str(tmp_path / "ckpt"))
+    headline = compare_paths(tmp_path / "demo", size="1MiB", device="cpu", repeats=1, shards=2, progress=False)
+    measured = {(row.datapath, row.cache) for row in headline.rows}
+    assert ("host-direct", "warm") in measured and ("pageable-bounce", "warm") in measured
+    assert "gds" in headline.unavailable
+    assert min(row.vs_slowest for row in headline.rows) == pytest.approx(1.0)
+    table = headline.table()
+    assert "host-direct" in table and "not run here" in table
+    assert headline.figure().axes
