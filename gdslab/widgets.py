@@ -138,8 +138,11 @@ class LiveLoad:
         return w.VBox([w.HBox([self.progress, self.stop_button, self.readout]), self.image])
 
     def _readout_text(self, elapsed: float, rate: float) -> str:
-        return (f"{format_size(self.landed)} of {format_size(self.total)} · {elapsed:.2f} s · "
-                f"<b>{rate / GB:.2f} GB/s</b> (last {self.rate_window:g} s) · {self.state}")
+        if self.result is not None:  # done: the whole load's rate, not a window after the end
+            speed = f"<b>{self.result.gbps:.2f} GB/s</b> (whole load)"
+        else:
+            speed = f"<b>{rate / GB:.2f} GB/s</b> (last {self.rate_window:g} s)"
+        return f"{format_size(self.landed)} of {format_size(self.total)} · {elapsed:.2f} s · {speed} · {self.state}"
 
     def png(self, dpi: int = 80) -> bytes:
         """The figure as it stands, as PNG bytes."""
