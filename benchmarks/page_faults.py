@@ -8,8 +8,8 @@ into a fresh destination of three kinds, interleaved:
   pages (2 MiB), so the destination faults in 2 MiB at a time;
 - `torch.empty`: plain torch host memory (gdslab's destinations before b2ad4b2): 4 KiB
   pages, one fault each;
-- `torch.empty` + `madvise(MADV_HUGEPAGE)` on it before the first touch: what gdslab's
-  host destinations do since then.
+- `gdslab.datapaths.base.empty_host`: `torch.empty` + `madvise(MADV_HUGEPAGE)` before the
+  first touch, what gdslab's host destinations and staging use since then.
 It prints GB/s and the minor page faults the read took (getrusage). On a machine whose
 `/sys/kernel/mm/transparent_hugepage/enabled` is `never`, the advice does nothing.
 """
@@ -17,7 +17,6 @@ It prints GB/s and the minor page faults the read took (getrusage). On a machine
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import resource
 import statistics
@@ -29,31 +28,19 @@ import torch
 
 from gdslab.cache import warm
 from gdslab.checkpoint import Checkpoint
+from gdslab.datapaths.base import empty_host
 from gdslab.sizes import format_size, parse_size
 from gdslab.synthetic import cached_checkpoint
 
-MADV_HUGEPAGE = 14
-HUGE = 2 << 20
 CHUNK = 16 << 20
-
-
-def advise_huge(tensor: torch.Tensor) -> None:
-    """madvise(MADV_HUGEPAGE) the 2 MiB-aligned interior of a CPU tensor's memory, before it is touched."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    start = (tensor.data_ptr() + HUGE - 1) // HUGE * HUGE
-    end = (tensor.data_ptr() + tensor.nbytes) // HUGE * HUGE
-    if end > start:
-        libc.madvise(start, end - start, MADV_HUGEPAGE)
 
 
 def fresh(kind: str, nbytes: int):
     if kind == "numpy.empty":
         return np.empty(nbytes, dtype=np.uint8)
-    tensor = torch.empty(nbytes, dtype=torch.uint8)
-    if kind.endswith("MADV_HUGEPAGE"):
-        advise_huge(tensor)
-    return tensor.numpy()
+    if kind == "gdslab empty_host":
+        return empty_host(nbytes).numpy()
+    return torch.empty(nbytes, dtype=torch.uint8).numpy()
 
 
 def read_into(kind: str, fd: int, nbytes: int) -> tuple[float, int]:
@@ -77,7 +64,7 @@ def main(argv=None) -> int:
     warm([shard])
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     print(f"{format_size(nbytes)} from {shard.name}, warm; THP: {thp.read_text().strip() if thp.exists() else '?'}")
-    kinds = ("numpy.empty", "torch.empty", "torch.empty + MADV_HUGEPAGE")
+    kinds = ("numpy.empty", "torch.empty", "gdslab empty_host")
     results: dict[str, list[tuple[float, int]]] = {k: [] for k in kinds}
     fd = os.open(shard, os.O_RDONLY)
     try:

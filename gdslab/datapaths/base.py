@@ -128,9 +128,9 @@ class LoadJob:
     def allocate_all(self) -> None:
         """Allocate every destination now, before any read starts.
 
-        For host destinations this is faster than allocating on first use (about 15% on a
-        warm 2 GiB load here): each allocation maps memory under the process's memory-map
-        lock, which stalls the page faults of every reader thread meanwhile.
+        For host destinations this is faster than allocating on first use: each allocation
+        maps memory under the process's memory-map lock, which stalls the page faults of
+        every reader thread meanwhile.
         """
         for i in range(len(self.reads)):
             self.destination(i)
@@ -193,9 +193,9 @@ def _madvise():
 def empty_host(shape, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
     """`torch.empty` on the host, backed by transparent huge pages where the kernel allows.
 
-    Filling fresh memory costs a page fault per 4 KiB page; with 2 MiB pages the first
-    touch of a 1 GiB destination is about ten times cheaper here (numpy asks the same for
-    its large arrays; torch's allocator does not). Advice only: without THP nothing changes.
+    Filling fresh memory costs a page fault per 4 KiB page; with 2 MiB pages there are
+    512 times fewer (numpy asks the same for its large arrays; torch's allocator does not;
+    `benchmarks/page_faults.py` counts them). Advice only: without THP nothing changes.
     """
     tensor = torch.empty(shape, dtype=dtype)
     nbytes = tensor.numel() * tensor.element_size()
@@ -254,9 +254,9 @@ def pread_into(fd: int, buffer, file_offset: int, path: Path) -> None:
 def copy_bytes(dest: torch.Tensor, source: torch.Tensor, non_blocking: bool = False) -> None:
     """Copy uint8 `source` into `dest`: to a device with `copy_`, host to host with one memcpy.
 
-    Host copies go through numpy on the calling thread: torch's `copy_` fans small copies
-    out to its OpenMP pool, and on a busy machine each fan-out waits a scheduler slice
-    (we measured 160 KiB copies taking 40 ms).
+    Host copies go through numpy on the calling thread: torch's `copy_` fans copies out to
+    its OpenMP pool, and on a busy machine each fan-out waits for a scheduler slice, which
+    made many small copies far slower than the bytes justify.
     """
     if dest.device.type == "cpu":
         np.copyto(dest.numpy(), source.numpy())
