@@ -21,6 +21,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import CacheError, GdslabError
+from .filesystem import filesystem_of
 
 __all__ = [
     "CacheError", "evict", "evict_all", "resident_fraction", "resident_fraction_all",
@@ -162,8 +163,6 @@ def warm(paths: Iterable[str | os.PathLike]) -> int:
 
 
 def _fstype(directory: Path) -> str | None:
-    from .probe import filesystem_of  # one mountinfo parser, in the probe
-
     try:
         return filesystem_of(directory).fstype
     except Exception:  # the empirical test below decides anyway

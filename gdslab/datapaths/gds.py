@@ -38,7 +38,7 @@ class Gds(Datapath):
     def availability(self, device: torch.device) -> tuple[bool, str]:
         if device.type != "cuda":
             return False, "needs a CUDA device (the destination is host memory here)"
-        from ..probe import kvikio_status
+        from ..kvikio_info import kvikio_status
 
         return kvikio_status()
 
