@@ -9,6 +9,7 @@ its files, and one exception names the file and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -21,6 +22,7 @@ import torch
 from . import datapaths
 from .cache import resident_fraction_all
 from .checkpoint import Checkpoint
+from .costs import LoadCosts
 from .datapaths.base import LoadJob, TensorRead
 from .errors import DatapathUnavailable, GdslabError, LoadCancelled, LoadError
 from .profile import Event, EventLog
@@ -56,7 +58,11 @@ def cache_state(resident: float) -> str:
 
 @dataclass
 class LoadResult:
-    """The tensors of one load and what happened: the record every sweep and chart uses."""
+    """The tensors of one load and what happened: the record every sweep and chart uses.
+
+    `details` is what the data path and the loader measured besides time: the backend byte
+    split of a gds run, the staging ring, the memory the load needed besides the weights.
+    """
 
     tensors: dict[str, torch.Tensor]
     nbytes: int
@@ -72,6 +78,8 @@ class LoadResult:
     events: list[Event] = field(repr=False, default_factory=list)
     probe: dict = field(repr=False, default_factory=dict)
     started: str = ""
+    options: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
 
     @property
     def gbps(self) -> float:
@@ -91,6 +99,7 @@ class LoadResult:
             "nbytes": self.nbytes, "seconds": self.seconds, "gbps": self.gbps,
             "cache": self.cache, "resident_before": self.resident_before,
             "fs_type": self.probe.get("fs_type", ""), "gds_verdict": self.probe.get("verdict", ""),
+            **self.options, **self.details,
         }
 
     def __str__(self) -> str:
@@ -98,12 +107,18 @@ class LoadResult:
                 f"{self.gbps:.2f} GB/s ({self.cache} cache; ran: {self.effective})")
 
 
+def usable_device_memory(free: int, reserved: int, allocated: int) -> int:
+    """Device memory a load can have: free on the card plus what torch's caching allocator holds unused."""
+    return free + max(0, reserved - allocated)
+
+
 def _check_fits(reads: list[TensorRead], device: torch.device, source: Path) -> None:
     """Refuse, before reading a byte, a destination that cannot fit where it must go."""
     need = sum(r.nbytes for r in reads)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        where = f"{device} ({format_size(free)} free)"
+        free = usable_device_memory(free, torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device))
+        where = f"{device} ({format_size(free)} free, counting memory torch holds unused)"
     else:
         free = _host_available()
         where = f"host memory ({format_size(free)} available)"
@@ -143,13 +158,19 @@ def load(
     log: EventLog | None = None,
     cancel: threading.Event | None = None,
     verify: bool = False,
+    measure_costs: bool = True,
+    **options,
 ) -> LoadResult:
     """Load `source` (file, folder, index or `Checkpoint`) by `datapath` onto `device`.
 
     `reads` (default: every tensor, whole) lets tensor-parallel plans load slices. `log`
     collects events while the load runs (live charts read it); setting `cancel` stops the
     load with `LoadCancelled`. `verify` checksums every tensor where it landed against
-    the file's bytes (not counted in `seconds`).
+    the file's bytes (not counted in `seconds`). `options` are the path's own knobs
+    (`datapaths.get(name).options`: e.g. `buffers_per_thread` for pinned-bounce,
+    `gds_threshold` and `register` for gds). The clock starts once the device is idle
+    and the path's staging is ready (`Datapath.prepare`), and stops when every byte has
+    landed. `measure_costs` records the memory the load needed besides the weights.
     """
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     device = resolve_device(device)
@@ -159,6 +180,7 @@ def load(
     io_size = parse_size(io_size)
     if io_size < 1:
         raise ValueError("io_size must be at least 1 byte")
+    options = path.resolve_options(options)
     reads = list(reads) if reads is not None else [TensorRead.whole(e) for e in ckpt.tensors]
     path.check(LoadJob([], device, threads, io_size, EventLog(), threading.Event()))
     _check_fits(reads, device, ckpt.root)
@@ -169,19 +191,28 @@ def load(
     report = probe(ckpt.root if ckpt.root.is_dir() else ckpt.root.parent).as_dict()
     resident = resident_fraction_all(files)
     log = log if log is not None else EventLog()
-    job = LoadJob(reads, device, threads, io_size, log, cancel if cancel is not None else threading.Event())
+    job = LoadJob(reads, device, threads, io_size, log, cancel if cancel is not None else threading.Event(),
+                  options=options, coalesce_below=path.coalesce_below)
     for shard in ckpt.files:  # a table is a plan: refuse to read a file that changed since
         why = shard.changed() if shard.path in files else None
         if why:
             raise LoadError(shard.path, why)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    log.origin = time.perf_counter()
+    costs = LoadCosts(device) if measure_costs else contextlib.nullcontext()
     try:
-        effective = path.run(job)
-        tensors = job.result()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - log.origin
+        with costs:
+            try:
+                path.prepare(job)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # nothing earlier runs on the clock, or races the copies
+                job.start_clock()
+                effective = path.run(job)
+                tensors = job.result()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                seconds = time.perf_counter() - log.origin
+            finally:
+                path.finish(job)
         if verify:  # checksums every tensor where it landed against the file; not counted in seconds
             from .verify import verify_tensors
 
@@ -200,11 +231,16 @@ def load(
         raise LoadError(ckpt.root, f"{datapath} failed: {type(e).__name__}: {e}") from None
     finally:
         job.destinations = []
+    nbytes = sum(r.nbytes for r in reads)
+    details = dict(job.details)
+    if measure_costs:
+        details.update(costs.costs(nbytes if device.type == "cpu" else 0).record())
     return LoadResult(
-        tensors=tensors, nbytes=sum(r.nbytes for r in reads), seconds=seconds, datapath=datapath,
+        tensors=tensors, nbytes=nbytes, seconds=seconds, datapath=datapath,
         effective=effective, device=str(device), threads=threads, io_size=io_size,
         source=str(ckpt.root), files=[str(f) for f in files], resident_before=resident,
         events=log.events, probe=report, started=started,
+        options={k: options[k] for k in path.options}, details=details,
     )
 
 

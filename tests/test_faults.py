@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from gdslab.datapaths.pinned_bounce import POOL, release_staging
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -134,6 +136,9 @@ class LeakCheck:
         assert not alive, f"threads left running: {alive}"
         assert not [t.name for t in threading.enumerate() if t.name.startswith("gdslab-")]
         assert open_fds() == self.fds, "file descriptors leaked"
+        # The staging ring is pooled on purpose (reused by the next load); a load must hand it back.
+        assert not POOL.busy, f"staging still held by a finished load: {POOL.busy}"
+        release_staging()
         if any(ref() is not None for ref in self.allocated):
             gc.collect()  # only when needed: a full collection is slow with torch loaded
         survivors = [ref() for ref in self.allocated if ref() is not None]

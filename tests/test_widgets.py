@@ -109,9 +109,9 @@ def test_live_chart_follows_a_real_background_load(checkpoint):
     assert live.running and threading.active_count() == before + 2  # the load and the redraw thread
     seen = []
     try:
-        for _ in range(3):  # let 20 more chunks land, then look
+        for _ in range(3):  # let 10 more chunks land (of about 40), then look
             landed_before = log.landed_bytes
-            log.allow(20)
+            log.allow(10)
             wait_for(lambda: log.landed_bytes > landed_before)
             assert live.redraw(force=True)
             seen.append((live.landed, live.progress.value, live.image.value, live.readout.value))

@@ -12,6 +12,7 @@ import ctypes.util
 import functools
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -52,13 +53,28 @@ class TensorRead:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One I/O task: `nbytes` from `file_offset` into destination `read` at byte `dest_offset`."""
+    """One I/O task: `nbytes` from `file_offset` into destination `read` at byte `dest_offset`.
+
+    A chunk of a coalesced group (`group` >= 0) fills that group's shared allocation, of
+    which `read` is the first member; `dest_offset` then counts from the group's start.
+    """
 
     read: int
     file: Path
     file_offset: int
     dest_offset: int
     nbytes: int
+    group: int = -1
+
+
+@dataclass(frozen=True)
+class Group:
+    """Small tensors adjacent in one file, read by one I/O task into one allocation they share."""
+
+    file: Path
+    file_offset: int
+    nbytes: int
+    members: tuple[tuple[int, int], ...]  # (read index, byte offset in the group)
 
 
 @dataclass(frozen=True)
@@ -71,7 +87,14 @@ class DatapathInfo:
 
 @dataclass
 class LoadJob:
-    """Everything a data path needs for one load; the destinations it fills."""
+    """Everything a data path needs for one load; the destinations it fills.
+
+    `options` holds the path's own knobs (see `Datapath.options`); `details` is what the
+    path reports besides `effective` (byte split, staging...), merged into the record.
+    With `coalesce_below` > 0, single-run tensors smaller than that which lie back to
+    back in a file share one allocation and one read of at most `io_size` bytes: the
+    per-tensor cost of many small tensors is paid once per group.
+    """
 
     reads: list[TensorRead]
     device: torch.device
@@ -79,21 +102,62 @@ class LoadJob:
     io_size: int
     log: EventLog
     cancel: threading.Event
+    options: dict = field(default_factory=dict)
+    coalesce_below: int = 0
     destinations: list[torch.Tensor | None] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    staging: object = None  # what `Datapath.prepare` set up before the clock started
+    cuda_origin: object = None  # a CUDA event recorded when the clock started: GPU timestamps → load time
     stopping: threading.Event = field(default_factory=threading.Event)  # set when a task failed
     _alloc_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
         self.destinations = [None] * len(self.reads)
+        self.groups: list[Group] = self._plan_groups() if self.coalesce_below > 0 else []
+        self.member_of: dict[int, tuple[int, int]] = {
+            i: (g, at) for g, group in enumerate(self.groups) for i, at in group.members}
+        self._group_buffers: list[torch.Tensor | None] = [None] * len(self.groups)
+
+    def _plan_groups(self) -> list[Group]:
+        """Runs of back-to-back small tensors in each file, each group at most `io_size` bytes."""
+        small = []
+        for i, read in enumerate(self.reads):
+            if len(read.runs) != 1 or not 0 < read.nbytes < self.coalesce_below or DTYPES[read.dtype_name] is None:
+                continue
+            small.append((str(read.file), read.runs[0][0], i))
+        small.sort()
+        groups, current = [], []
+
+        def close() -> None:
+            if len(current) > 1:
+                start = self.reads[current[0]].runs[0][0]
+                members = tuple((i, self.reads[i].runs[0][0] - start) for i in current)
+                end = self.reads[current[-1]].runs[0][0] + self.reads[current[-1]].nbytes
+                groups.append(Group(self.reads[current[0]].file, start, end - start, members))
+            current.clear()
+
+        for _, offset, i in small:
+            read = self.reads[i]
+            if current:
+                last = self.reads[current[-1]]
+                start = self.reads[current[0]].runs[0][0]
+                adjacent = last.file == read.file and last.runs[0][0] + last.nbytes == offset
+                if not adjacent or offset + read.nbytes - start > self.io_size or (offset - start) % read.dtype.itemsize:
+                    close()
+            current.append(i)
+        close()
+        return groups
 
     @property
     def files(self) -> list[Path]:
         return list(dict.fromkeys(r.file for r in self.reads))
 
     def chunks(self) -> list[Chunk]:
-        """Runs split into tasks of at most io_size bytes, in file then offset order."""
-        out = []
+        """Runs split into tasks of at most io_size bytes (a group is one task), in file then offset order."""
+        out = [Chunk(g.members[0][0], g.file, g.file_offset, 0, g.nbytes, k) for k, g in enumerate(self.groups)]
         for i, read in enumerate(self.reads):
+            if i in self.member_of:
+                continue
             dest = 0
             for offset, nbytes in read.runs:
                 for start in range(0, nbytes, self.io_size):
@@ -103,6 +167,27 @@ class LoadJob:
         out.sort(key=lambda c: (str(c.file), c.file_offset))
         return out
 
+    def _allocate(self, shape, dtype: torch.dtype, nbytes: int, file: Path, what: str) -> torch.Tensor:
+        start = self.log.now()
+        try:
+            tensor = (empty_host(shape, dtype) if self.device.type == "cpu"
+                      else torch.empty(shape, dtype=dtype, device=self.device))
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            raise LoadError(file, f"cannot allocate {what} ({nbytes} bytes) on {self.device}: "
+                                  f"{str(e).splitlines()[0]}") from None
+        self.log.add("alloc", start, nbytes, file, self.device)
+        return tensor
+
+    def _group_buffer(self, g: int) -> torch.Tensor:
+        """The shared allocation of group `g` (caller holds the allocation lock)."""
+        buffer = self._group_buffers[g]
+        if buffer is None:
+            group = self.groups[g]
+            buffer = self._allocate((group.nbytes,), torch.uint8, group.nbytes, group.file,
+                                    f"{len(group.members)} coalesced tensors")
+            self._group_buffers[g] = buffer
+        return buffer
+
     def destination(self, i: int) -> torch.Tensor:
         """The i-th destination tensor, allocated on first use (thread-safe)."""
         tensor = self.destinations[i]
@@ -111,18 +196,13 @@ class LoadJob:
                 tensor = self.destinations[i]
                 if tensor is None:
                     read = self.reads[i]
-                    start = self.log.now()
-                    try:
-                        tensor = (empty_host(read.shape, read.dtype) if self.device.type == "cpu"
-                                  else torch.empty(read.shape, dtype=read.dtype, device=self.device))
-                    except (torch.OutOfMemoryError, RuntimeError) as e:
-                        raise LoadError(
-                            read.file,
-                            f"cannot allocate tensor {read.name!r} ({read.nbytes} bytes) on {self.device}: "
-                            f"{str(e).splitlines()[0]}",
-                        ) from None
+                    if i in self.member_of:
+                        g, at = self.member_of[i]
+                        raw = self._group_buffer(g)[at:at + read.nbytes]
+                        tensor = raw.view(read.dtype).view(read.shape)
+                    else:
+                        tensor = self._allocate(read.shape, read.dtype, read.nbytes, read.file, f"tensor {read.name!r}")
                     self.destinations[i] = tensor
-                    self.log.add("alloc", start, read.nbytes, read.file, self.device)
         return tensor
 
     def allocate_all(self) -> None:
@@ -140,10 +220,32 @@ class LoadJob:
         tensor = self.destination(i)
         return tensor.reshape(-1).view(torch.uint8) if tensor.dim() else tensor.reshape(1).view(torch.uint8)
 
+    def chunk_view(self, chunk: Chunk) -> torch.Tensor:
+        """The flat uint8 destination bytes that `chunk` fills."""
+        if chunk.group >= 0:
+            for i, _ in self.groups[chunk.group].members:
+                self.destination(i)  # the members' views (and so the shared buffer) exist from here on
+            whole = self._group_buffers[chunk.group]
+        else:
+            whole = self.destination_bytes(chunk.read)
+        return whole[chunk.dest_offset:chunk.dest_offset + chunk.nbytes]
+
     def check_cancel(self) -> None:
         """Raise in a task when the user cancelled or another task already failed."""
         if self.cancel.is_set() or self.stopping.is_set():
             raise LoadCancelled(None, "load cancelled" if self.cancel.is_set() else "stopped: another task failed")
+
+    def start_clock(self) -> None:
+        """Start the load's clock; on a GPU also record the event that GPU timestamps count from."""
+        if self.device.type == "cuda":
+            self.cuda_origin = torch.cuda.Event(enable_timing=True)
+            self.cuda_origin.record(torch.cuda.current_stream(self.device))
+            self.cuda_origin.synchronize()  # the device is idle: the event's time is now
+        self.log.origin = time.perf_counter()
+
+    def gpu_seconds(self, event) -> float:
+        """A completed CUDA event's time on the load's clock (seconds since the clock started)."""
+        return self.cuda_origin.elapsed_time(event) / 1e3
 
     def result(self) -> dict[str, torch.Tensor]:
         """Name -> tensor; destinations never touched (zero bytes) are allocated here."""
@@ -151,11 +253,44 @@ class LoadJob:
 
 
 class Datapath:
-    """A way to move bytes from files into destination tensors. Subclasses set the names."""
+    """A way to move bytes from files into destination tensors. Subclasses set the names.
+
+    `options` are the path's own knobs with their defaults (`gdslab.load(..., name=value)`);
+    `knobs` are all the knobs it really uses, which sweeps vary (and no others).
+    `prepare` runs before the clock starts (staging memory to pin, say), `finish` after it
+    stopped, whatever happened.
+    """
 
     name = ""
     description = ""
-    knobs: tuple[str, ...] = ("threads", "io_size")  # the knobs this path really uses (sweeps vary only these)
+    options: dict[str, object] = {}
+    coalesce_below = 0  # single-run tensors smaller than this, back to back in a file, share one read
+
+    @property
+    def knobs(self) -> tuple[str, ...]:
+        return ("threads", "io_size", *self.options)
+
+    def resolve_options(self, given: dict) -> dict:
+        """The path's options: defaults, overridden by `given`; an unknown name is an error naming the known."""
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            known = ", ".join(self.options) or "none"
+            raise ValueError(f"{self.name} has no option {', '.join(map(repr, unknown))} (its options: {known})")
+        options = {**self.options, **given}
+        for name, value in options.items():
+            default = self.options[name]
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise ValueError(f"{self.name} option {name} must be True or False, got {value!r}")
+            if isinstance(default, int) and not isinstance(default, bool) and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < (0 if default == 0 else 1)):
+                raise ValueError(f"{self.name} option {name} must be a positive integer, got {value!r}")
+        return options
+
+    def prepare(self, job: LoadJob) -> None:
+        """Set up, before the clock starts, what the timed run needs (nothing by default)."""
+
+    def finish(self, job: LoadJob) -> None:
+        """Release, after the clock stopped, what `prepare` set up for this load only (nothing by default)."""
 
     def availability(self, device: torch.device) -> tuple[bool, str]:
         return True, ""

@@ -1,0 +1,127 @@
+"""What a load costs besides the weights: peak host memory, pinned staging, device memory above the weights.
+
+Users of fast loaders run out of memory not for the weights but for what a loader holds
+on the way: a whole shard staged in device memory per rank, a host buffer the size of the
+model. `LoadCosts` measures, around one load:
+
+- host: the process's peak resident memory (VmHWM, reset through /proc/self/clear_refs
+  where the kernel allows, else sampled) above where it started, after memory freed
+  earlier went back to the OS (else reusing it would hide growth); for a host destination
+  the weights themselves are taken off, so what is left is staging and overhead;
+- device: torch's peak allocated memory during the load above what is allocated at the
+  end (the weights), i.e. the temporaries (spans cut to slices, staging on the GPU).
+
+It also counts the process's CPU time (user + system) during the load: one copy against two
+shows there, as CPU seconds per byte. Pinned staging bytes come from the data path (`details["pinned_bytes"]`). Both peaks are
+process-wide: two loads at once in one process share them (sharded loads measure once).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import re
+import resource
+import threading
+from dataclasses import dataclass
+
+import torch
+
+_SAMPLE_S = 0.005
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) * 1024 if m else None
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _trim_heap() -> None:
+    """Return memory freed earlier to the OS (glibc's malloc_trim), so that reusing it shows as growth."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    """Set VmHWM back to the current RSS (Linux 4.0+); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Costs:
+    """One load's memory besides its weights (bytes); None where it could not be measured."""
+
+    host_rss_start: int | None
+    host_rss_peak: int | None
+    host_overhead: int | None  # peak above start, less the weights when they land in host memory
+    device_overhead: int | None  # peak allocated above what stays allocated (the weights)
+    host_method: str  # "VmHWM" or "sampled"
+    cpu_seconds: float = 0.0  # the process's user + system CPU time during the load
+
+    def record(self) -> dict:
+        return {"host_rss_start": self.host_rss_start, "host_rss_peak": self.host_rss_peak,
+                "host_overhead_bytes": self.host_overhead, "device_overhead_bytes": self.device_overhead,
+                "host_peak_method": self.host_method, "cpu_seconds": self.cpu_seconds}
+
+
+class LoadCosts:
+    """Context manager around one load: `costs(weights_on_host)` once it is done."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+        self._sampled_peak = 0
+
+    def __enter__(self) -> "LoadCosts":
+        _trim_heap()
+        self.cpu_start = _cpu_seconds()
+        self.start = _status_kib("VmRSS")
+        self.hwm = _reset_peak_rss()
+        if not self.hwm and self.start is not None:
+            self._sampled_peak = self.start
+            self._sampler = threading.Thread(target=self._sample, name="gdslab-rss-sampler", daemon=True)
+            self._sampler.start()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(_SAMPLE_S):
+            self._sampled_peak = max(self._sampled_peak, _status_kib("VmRSS") or 0)
+
+    def __exit__(self, *exc) -> None:
+        self.cpu = _cpu_seconds() - self.cpu_start
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
+        self.peak = _status_kib("VmHWM") if self.hwm else max(self._sampled_peak, _status_kib("VmRSS") or 0)
+        self.device_overhead = None
+        if self.device.type == "cuda":
+            self.device_overhead = max(0, torch.cuda.max_memory_allocated(self.device)
+                                       - torch.cuda.memory_allocated(self.device))
+
+    def costs(self, weights_on_host: int) -> Costs:
+        host = None
+        if self.start is not None and self.peak is not None:
+            host = max(0, self.peak - self.start - weights_on_host)
+        return Costs(self.start, self.peak, host, self.device_overhead, "VmHWM" if self.hwm else "sampled", self.cpu)
+
+
+__all__ = ["Costs", "LoadCosts"]

@@ -1,0 +1,265 @@
+"""What a run says it did and what it measures, checked here where the logic allows (GPU variants marked `gpu`).
+
+- the GDS byte split from KvikIO's own counters (real `kvikio.Summary` values);
+- KvikIO's process-wide settings set once per sharded load;
+- small tensors coalesced into one allocation and one read, bit-exact;
+- the staging ring kept out of the clock and reused, and never shared by two loads at once;
+- path options, the fits check's arithmetic, and the memory a load costs besides the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import gdslab
+from gdslab.datapaths.base import LoadJob, TensorRead
+from gdslab.datapaths.gds import GDS_PROPER, ByteSplit, kvikio_settings, settings_active
+from gdslab.datapaths.pinned_bounce import POOL, release_staging
+from gdslab.loader import usable_device_memory
+from gdslab.profile import EventLog, fill_curve
+
+HAS_CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU on this machine (torch.cuda.is_available() is False)")
+
+
+# --- the byte split, on KvikIO's own Summary ----------------------------------------------------
+
+
+def summary(**carried: int):
+    """A `kvikio.Summary` as KvikIO builds it (from a real monitor's reading), with these bytes per backend."""
+    kvikio = pytest.importorskip("kvikio", reason="KvikIO is not installed")
+    monitor = kvikio.SummaryMonitor()
+    fields = json.loads(monitor.get().to_json())
+    monitor.stop()
+    for name, nbytes in carried.items():
+        fields["by_backend"][name] = {"num_ops": 1, "bytes_transferred": nbytes, "total_duration_ns": 1,
+                                      "num_errors": 0}
+    fields["bytes_transferred"] = fields["bytes_read"] = sum(carried.values())
+    return kvikio.Summary(**fields)
+
+
+def test_all_bytes_by_gds_is_gds_proper():
+    split = ByteSplit.from_summary(summary(GDS=1 << 30), gds_available=True)
+    assert split.kind == "GDS proper" and split.gds_share == 1.0
+    assert split.describe() == "GDS 100.0% of bytes"
+    assert split.effective.startswith("gds: GDS proper")
+
+
+def test_no_gds_byte_is_compatibility_mode_whatever_else_says_so():
+    split = ByteSplit.from_summary(summary(POSIX=1 << 30), gds_available=False, small_bytes=0)
+    assert split.kind == "compatibility mode" and split.gds_share == 0.0
+    assert "POSIX 100.0% of bytes" in split.describe() and "compatibility mode" in split.describe()
+    assert "is_gds_available=False" in split.describe()
+    assert "GDS proper" not in split.effective
+
+
+def test_posix_bytes_under_the_threshold_are_explained():
+    split = ByteSplit.from_summary(summary(GDS=973, POSIX=27), gds_available=True, gds_threshold=1 << 20,
+                                   small_bytes=27)
+    assert split.describe() == "GDS 97.3% of bytes, POSIX 2.7% (reads under the 1 MiB gds_threshold)"
+    assert split.kind == "GDS proper" and split.gds_share >= GDS_PROPER
+
+
+def test_a_mixed_run_is_not_gds_proper():
+    split = ByteSplit.from_summary(summary(GDS=600, POSIX=400), gds_available=True, small_bytes=100)
+    assert split.kind == "mixed"
+    assert "300 B more that KvikIO sent through POSIX" in split.describe()
+    record = split.record()
+    assert record["gds_bytes"] == 600 and record["posix_bytes"] == 400 and record["gds_share"] == 0.6
+
+
+def test_an_empty_summary_says_nothing_was_read():
+    split = ByteSplit.from_summary(summary())
+    assert split.total == 0 and split.kind == "nothing read"
+
+
+# --- KvikIO's settings: once per process --------------------------------------------------------
+
+
+def test_kvikio_settings_are_set_once_for_all_ranks():
+    kvikio_defaults = pytest.importorskip("kvikio.defaults", reason="KvikIO is not installed")
+    before = kvikio_defaults.get("num_threads")
+    with kvikio_settings(32, 8 << 20, 1 << 20) as outer:
+        assert outer and settings_active()
+        seen = []
+
+        def rank():  # what each rank's load does on its own thread
+            with kvikio_settings(4, 1 << 20, 4096) as mine:
+                seen.append((mine, kvikio_defaults.get("num_threads"), kvikio_defaults.get("gds_threshold")))
+
+        threads = [threading.Thread(target=rank) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == [(False, 32, 1 << 20)] * 4
+    assert not settings_active() and kvikio_defaults.get("num_threads") == before
+
+
+# --- coalescing small tensors -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_small(tmp_path_factory):
+    g = torch.Generator().manual_seed(11)
+    tensors = {f"t{k:04d}": torch.randn(3 + k % 7, generator=g).to([torch.bfloat16, torch.float32][k % 2])
+               for k in range(600)}
+    tensors["big"] = torch.randn(700, 300, generator=g)
+    path = tmp_path_factory.mktemp("small") / "model.safetensors"
+    save_file(tensors, str(path))
+    return path
+
+
+def job_for(path, io_size=4096, coalesce=1 << 20):
+    ckpt = gdslab.Checkpoint.open(path)
+    return LoadJob([TensorRead.whole(e) for e in ckpt.tensors], torch.device("cpu"), 2, io_size, EventLog(),
+                   threading.Event(), coalesce_below=coalesce)
+
+
+def test_groups_are_back_to_back_aligned_and_bounded(many_small):
+    job = job_for(many_small)
+    assert job.groups and len(job.member_of) > 500
+    for group in job.groups:
+        assert group.nbytes <= job.io_size and len(group.members) > 1
+        end = group.file_offset
+        for i, at in group.members:
+            read = job.reads[i]
+            assert read.runs[0][0] == group.file_offset + at == end  # back to back, nothing skipped
+            assert at % read.dtype.itemsize == 0  # each member's view is aligned for its dtype
+            end += read.nbytes
+        assert end - group.file_offset == group.nbytes
+    assert not any(job.reads[i].name == "big" for i in job.member_of)
+    grouped = [c for c in job.chunks() if c.group >= 0]
+    assert len(grouped) == len(job.groups) >= 2  # one task per group, not per tensor
+
+
+def test_coalesced_load_is_bit_exact_and_shares_memory(many_small):
+    result = gdslab.load(many_small, "host-direct", "cpu", threads=3, io_size="64KiB")
+    ref = load_file(str(many_small))
+    for name, want in ref.items():
+        got = result.tensors[name]
+        assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want), name
+    storages = {t.untyped_storage().data_ptr() for t in result.tensors.values()}
+    assert len(storages) < len(result.tensors) // 5
+    reads = [e for e in result.events if e.stage == "read"]
+    assert len(reads) < len(result.tensors) // 5  # events per I/O task, not per tensor
+
+
+# --- the staging ring ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return gdslab.write_checkpoint(tmp_path / "c", size="4MiB", shards=2, seed=3)
+
+
+def test_staging_is_ready_before_the_clock_and_reused(ckpt):
+    release_staging()
+    first = gdslab.load(ckpt, "pinned-bounce", "cpu", threads=2, io_size="256KiB", buffers_per_thread=3)
+    second = gdslab.load(ckpt, "pinned-bounce", "cpu", threads=2, io_size="256KiB", buffers_per_thread=3)
+    assert first.details["staging_reused"] is False and second.details["staging_reused"] is True
+    assert first.details["staging_bytes"] == 2 * 3 * (256 << 10)
+    assert first.record()["buffers_per_thread"] == 3
+    assert not any(e.stage == "alloc" and e.nbytes == first.details["staging_bytes"] for e in first.events)
+    assert not POOL.busy
+    assert release_staging() == first.details["staging_bytes"]
+
+
+def test_two_loads_at_once_never_share_a_ring(ckpt):
+    release_staging()
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(gdslab.load(ckpt, "pinned-bounce", "cpu", threads=2, io_size="64KiB"))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ref = {}
+    for f in sorted(ckpt.glob("*.safetensors")):
+        ref.update(load_file(str(f)))
+    for result in results:
+        assert all(torch.equal(result.tensors[n].view(torch.uint8), ref[n].view(torch.uint8)) for n in ref)
+    assert not POOL.busy
+    release_staging()
+
+
+def test_options_are_the_paths_own(ckpt):
+    with pytest.raises(ValueError, match=r"host-direct has no option 'buffers_per_thread' \(its options: none\)"):
+        gdslab.load(ckpt, "host-direct", "cpu", buffers_per_thread=2)
+    with pytest.raises(ValueError, match="buffers_per_thread must be a positive integer"):
+        gdslab.load(ckpt, "pinned-bounce", "cpu", buffers_per_thread=0)
+    assert gdslab.datapaths.get("pinned-bounce").knobs == ("threads", "io_size", "buffers_per_thread")
+    assert gdslab.datapaths.get("gds").knobs == ("threads", "io_size", "gds_threshold", "register")
+
+
+def test_memory_held_by_the_caching_allocator_counts_as_free():
+    assert usable_device_memory(free=10, reserved=50, allocated=20) == 40
+    assert usable_device_memory(free=10, reserved=20, allocated=20) == 10
+
+
+def test_peak_host_memory_is_measured():
+    import numpy as np
+
+    from gdslab.costs import LoadCosts
+
+    with LoadCosts(torch.device("cpu")) as costs:
+        block = np.ones(64 << 20, dtype=np.uint8)  # fresh pages, touched
+        del block
+    measured = costs.costs(weights_on_host=0)
+    assert measured.host_overhead >= 60 << 20 and measured.host_rss_peak >= measured.host_rss_start + (60 << 20)
+    assert measured.cpu_seconds > 0
+
+
+def test_a_bounce_stages_a_whole_file_and_a_direct_read_nothing(tmp_path):
+    folder = gdslab.write_checkpoint(tmp_path / "one", size="48MiB", shards=1, seed=5)
+    size = next(folder.glob("*.safetensors")).stat().st_size
+    bounce = gdslab.load(folder, "pageable-bounce", "cpu", threads=2, io_size="4MiB").record()
+    direct = gdslab.load(folder, "host-direct", "cpu", threads=2, io_size="4MiB").record()
+    assert bounce["host_overhead_bytes"] >= 0.9 * size  # the staging buffer, measured as peak RSS
+    assert direct["host_overhead_bytes"] < 0.25 * size  # the weights are taken off: only overhead is left
+    assert bounce["device_overhead_bytes"] is None and bounce["host_peak_method"] in ("VmHWM", "sampled")
+
+
+# --- on a GPU -----------------------------------------------------------------------------------
+
+
+@gpu
+@pytest.mark.gpu
+def test_pinned_copies_land_at_their_gpu_times(ckpt):
+    release_staging()
+    first = gdslab.load(ckpt, "pinned-bounce", "cuda:0", threads=2, io_size="256KiB")
+    run = gdslab.load(ckpt, "pinned-bounce", "cuda:0", threads=2, io_size="256KiB")
+    assert run.details["staging_reused"] and run.details["pinned_bytes"] == run.details["staging_bytes"] > 0
+    copies = [e for e in run.events if e.stage == "copy"]
+    assert copies and all(e.landed and 0 <= e.start <= e.end <= run.seconds + 1e-3 for e in copies)
+    assert fill_curve(run.events).total == run.nbytes
+    assert run.details["device_overhead_bytes"] is not None
+    del first, run
+    release_staging()
+
+
+@gpu
+@pytest.mark.gpu
+def test_gds_run_reports_its_byte_split(ckpt):
+    info = {i.name: i for i in gdslab.datapaths.available("cuda:0")}
+    if not info["gds"].available:
+        pytest.fail(f"gds must run on a GPU machine with KvikIO: {info['gds'].reason}")
+    run = gdslab.load(ckpt, "gds", "cuda:0", threads=4, io_size="1MiB", gds_threshold=4096)
+    record = run.record()
+    assert record["gds_bytes"] + record["posix_bytes"] == run.nbytes  # KvikIO counted every byte we read
+    assert record["gds_threshold"] == 4096 and run.effective.startswith("gds: ")
+    assert (record["gds_kind"] == "GDS proper") == (record["gds_share"] >= GDS_PROPER)
+    reads = [e for e in run.events if e.stage == "read"]
+    assert sum(e.nbytes for e in reads) == run.nbytes and all(0 <= e.start <= e.end for e in reads)
