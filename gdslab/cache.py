@@ -25,7 +25,7 @@ from .filesystem import filesystem_of
 
 __all__ = [
     "CacheError", "evict", "evict_all", "resident_fraction", "resident_fraction_all",
-    "resident_bytes", "warm", "can_evict", "page_size",
+    "resident_bytes", "warm", "can_evict", "eviction_must_work", "page_size", "MUST_EVICT_FS",
 ]
 
 # Pages counted per mincore() call: bounds the status vector (1 byte a page) for huge files.
@@ -35,6 +35,9 @@ _PROBE_FILE_SIZE = 4 << 20
 _SAMPLE_MIN, _SAMPLE_MAX = 16 << 10, 256 << 20  # a stand-in file: a few pages, quick to read
 # File systems whose pages cannot be dropped: there, the page cache is the storage.
 _UNEVICTABLE_FS = {"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"}
+# Local disk file systems where fsync + DONTNEED always drops clean, unmapped pages: there a
+# failed eviction is a bug (or memory mapped elsewhere), never a property of the place.
+MUST_EVICT_FS = {"ext4", "xfs", "btrfs"}
 
 _PROT_READ = 0x1
 _MAP_SHARED = 0x01
@@ -226,6 +229,11 @@ def _can_evict(directory: str) -> tuple[bool, str]:
             os.unlink(name)
         except OSError:
             pass
+
+
+def eviction_must_work(directory: str | os.PathLike) -> bool:
+    """Whether `directory` is on a local disk file system where eviction cannot legitimately fail."""
+    return _fstype(Path(directory).resolve()) in MUST_EVICT_FS
 
 
 def can_evict(directory: str | os.PathLike) -> tuple[bool, str]:

@@ -52,7 +52,7 @@ def cmd_load(args) -> int:
     if args.cold:
         evict_all(f.path for f in ckpt.files)
     run = BackgroundLoad(ckpt, datapath=args.datapath, device=args.device, threads=args.threads,
-                         io_size=args.io_size)
+                         io_size=args.io_size, **_options(args.option, many=False))
     with tqdm(total=run.total, unit="B", unit_scale=True, unit_divisor=1000, desc=args.datapath) as bar:
         try:
             while not run.done:
@@ -71,6 +71,35 @@ def _list(text: str, convert=str) -> list:
     return [convert(v.strip()) for v in text.split(",") if v.strip()]
 
 
+def _value(text: str):
+    """A path option's value from the command line: true/false, an integer, a size, or the text."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(low)
+    except ValueError:
+        pass
+    from .sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError:
+        return text.strip()
+
+
+def _options(items: list[str], many: bool) -> dict:
+    """`NAME=V` (or `NAME=V1,V2` when `many`) pairs into a dict of path options."""
+    out = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"gdslab: --option wants NAME=VALUE, got {item!r}")
+        parsed = [_value(v) for v in values.split(",") if v.strip()] if many else _value(values)
+        out[name.strip()] = parsed
+    return out
+
+
 def cmd_sweep(args) -> int:
     from . import datapaths
     from .loader import resolve_device
@@ -82,7 +111,7 @@ def cmd_sweep(args) -> int:
         names = [i.name for i in datapaths.available(resolve_device(args.device))]
     grid = Grid(datapaths=names, io_sizes=_list(args.io_sizes), threads=_list(args.threads, int),
                 shards=_list(args.shards, int), caches=_list(args.caches), repeats=args.repeats, size=args.size,
-                preset=args.preset, dtype=args.dtype, seed=args.seed)
+                preset=args.preset, dtype=args.dtype, seed=args.seed, options=_options(args.option, many=True))
     result = sweep(args.out, grid, device=args.device, root=args.root, progress=not args.no_progress)
     print(f"{result.ran} measured, {result.skipped} skipped, {result.failed} failed, {result.resumed} already done "
           f"-> {result.jsonl} and {result.csv}")
@@ -161,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--io-size", default="16MiB")
     p.add_argument("--cold", action="store_true", help="evict the checkpoint's pages first")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a data path's own knob, e.g. buffers_per_thread=4 or gds_threshold=1MiB (repeatable)")
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("demo", help="the headline: every data path, cold and warm, a table and a chart")
@@ -187,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
     p.add_argument("--root", default=None, help="where checkpoints are cached (default $GDSLAB_CHECKPOINTS)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=V1,V2",
+                   help="a path option to sweep, e.g. buffers_per_thread=1,2,4 (repeatable; only paths with it)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report", action="store_true", help="write the report when done")
     p.set_defaults(func=cmd_sweep)

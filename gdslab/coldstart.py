@@ -368,9 +368,14 @@ def _cache_state(record: Mapping[str, Any]) -> str | None:
 
 
 def _is_gds_proper(record: Mapping[str, Any]) -> bool:
-    """Only a run that says it was GDS counts: cuFile/KvikIO compatibility modes are a bounce inside."""
-    effective = str(record.get("effective", "")).lower()
-    return "gds" in effective and not any(word in effective for word in ("compat", "posix", "no nvidia-fs"))
+    """Only a run whose bytes KvikIO's counters put on the GDS backend counts (`gds_share`, see
+    `gdslab.datapaths.gds.ByteSplit`): compatibility mode is a bounce inside, whatever a label says."""
+    from .datapaths.gds import GDS_PROPER
+
+    try:
+        return float(record["gds_share"]) >= GDS_PROPER
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def matches(rule: Rule, record: Mapping[str, Any]) -> bool:

@@ -21,6 +21,7 @@ so their rates show contention, not what N GPUs with N links would do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -38,12 +39,13 @@ import torch
 from . import datapaths
 from .cache import CacheError, can_evict, evict_all, resident_fraction_all, warm
 from .checkpoint import Checkpoint
+from .costs import LoadCosts
 from .datapaths.base import TensorRead
 from .errors import DatapathUnavailable, GdslabError, LoadCancelled
 from .loader import LoadResult, cache_state, load, resolve_device
 from .plan import DEFAULT_STRIDED, RankPlan, STRIDED_MODES, VOCAB_POLICIES, rank_plan, share_partition
 from .profile import EventLog, FillCurve, fill_curve
-from .sizes import format_size
+from .sizes import format_size, parse_size
 
 SIMULATED = "simulated ranks on CPU"
 MODES = ("slice", "share")
@@ -140,10 +142,12 @@ def warm_probe(ckpt: Checkpoint) -> None:
 
 
 def _timed_load(ckpt: Checkpoint, reads: list[TensorRead], datapath: str, device: torch.device,
-                threads: int, io_size, cancel: threading.Event | None) -> tuple[LoadResult, float]:
+                threads: int, io_size, cancel: threading.Event | None, measure_costs: bool = True,
+                options: dict | None = None) -> tuple[LoadResult, float]:
     """gdslab.load with our own event log, so the absolute start of its clock is known."""
     log = EventLog()
-    result = load(ckpt, datapath, device, threads, io_size, reads=reads, log=log, cancel=cancel)
+    result = load(ckpt, datapath, device, threads, io_size, reads=reads, log=log, cancel=cancel,
+                  measure_costs=measure_costs, **(options or {}))
     return result, log.origin
 
 
@@ -165,13 +169,19 @@ def load_rank(
     vocab: str = "split",
     plan: RankPlan | None = None,
     cancel: threading.Event | None = None,
+    measure_costs: bool = True,
+    options: dict | None = None,
 ) -> RankResult:
-    """Load rank `rank`'s tensor-parallel slices (of `world`) and cut coalesced spans: the per-GPU worker."""
+    """Load rank `rank`'s tensor-parallel slices (of `world`) and cut coalesced spans: the per-GPU worker.
+
+    `options` are the data path's own knobs; `measure_costs` is off when several ranks share
+    this process (their memory peaks are then measured once, for the whole load).
+    """
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     device = resolve_device(device)
     plan = plan if plan is not None else rank_plan(ckpt, rank, world, strided, vocab)
     result, origin = _timed_load(ckpt, list(plan.reads), datapath or default_datapath(device), device,
-                                 threads, io_size, cancel)
+                                 threads, io_size, cancel, measure_costs, options)
     cut = time.perf_counter()
     tensors = plan.finish(dict(result.tensors))
     _sync(device)
@@ -193,6 +203,7 @@ class ShardedResult:
     seconds: float  # from the first rank's first read to the last rank's finish
     cache: str  # what was asked: as-is, cold or warm
     resident_before: float  # page-cache fraction of the files just before the run
+    costs: dict = field(default_factory=dict)  # memory besides the weights, for all ranks together
 
     @property
     def world(self) -> int:
@@ -224,7 +235,7 @@ class ShardedResult:
     def record(self) -> dict:
         rec = run_record(self.records(), seconds=self.seconds)
         rec.update({"cache_asked": self.cache, "resident_before": self.resident_before,
-                    "cache": cache_state(self.resident_before)})
+                    "cache": cache_state(self.resident_before), **self.costs})
         return rec
 
     def fill_curves(self) -> dict[str, FillCurve]:
@@ -299,6 +310,7 @@ def load_sharded(
     vocab: str = "split",
     cache: str = "as-is",
     cancel: threading.Event | None = None,
+    **options,
 ) -> ShardedResult:
     """Load every rank's slice at once, one worker thread per device (rank r → devices[r]).
 
@@ -306,6 +318,8 @@ def load_sharded(
     (simulated ranks). Each rank runs `threads` readers by `datapath` (default per device:
     `default_datapath`). `cache` 'cold' evicts the files first, 'warm' reads them first.
     Any rank failing stops the others, and its error is raised once they have all stopped.
+    `options` are the data path's own knobs. KvikIO's thread pool is one per process, so
+    for gds it is set once for all ranks (`threads` × ranks threads).
     """
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     devices = _devices(world, devices)
@@ -330,7 +344,8 @@ def load_sharded(
         try:
             barrier.wait()
             results[r] = load_rank(ckpt, r, world, datapath=paths[r], device=devices[r], threads=threads,
-                                   io_size=io_size, plan=plans[r], cancel=stop)
+                                   io_size=io_size, plan=plans[r], cancel=stop, measure_costs=world == 1,
+                                   options=options)
         except BaseException as e:  # noqa: BLE001 - handed to the caller below
             errors.append(e)
             stop.set()
@@ -339,14 +354,17 @@ def load_sharded(
     workers = [threading.Thread(target=work, args=(r,), name=f"gdslab-rank{r}", daemon=True) for r in range(world)]
     if cancel is not None and cancel.is_set():
         stop.set()
+    shared = _kvikio_once(paths, threads * world, parse_size(io_size), options)
+    costs = LoadCosts(devices[0]) if world > 1 else contextlib.nullcontext()
     try:
-        for w in workers:
-            w.start()
-        while any(w.is_alive() for w in workers):
+        with shared, costs:
             for w in workers:
-                w.join(0.05)
-            if cancel is not None and cancel.is_set():
-                stop.set()
+                w.start()
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(0.05)
+                if cancel is not None and cancel.is_set():
+                    stop.set()
     except BaseException:
         stop.set()
         barrier.abort()
@@ -362,7 +380,20 @@ def load_sharded(
     start = min(r.clock_start for r in ranks)
     for r in ranks:
         r.began = r.clock_start - start
-    return ShardedResult(ranks, max(r.clock_end for r in ranks) - start, cache, resident)
+    measured = {}
+    if world > 1:
+        weights_on_host = sum(r.nbytes for r in ranks if r.simulated)
+        measured = {**costs.costs(weights_on_host).record(), "costs_scope": "all ranks of this process"}
+    return ShardedResult(ranks, max(r.clock_end for r in ranks) - start, cache, resident, measured)
+
+
+def _kvikio_once(paths: Sequence[str], threads: int, io_size: int, options: dict):
+    """KvikIO's settings for every rank at once when any rank reads by gds (its pool is one per process)."""
+    if "gds" not in paths:
+        return contextlib.nullcontext()
+    from .datapaths.gds import DEFAULT_GDS_THRESHOLD, kvikio_settings
+
+    return kvikio_settings(threads, io_size, options.get("gds_threshold", DEFAULT_GDS_THRESHOLD))
 
 
 # --- many nodes: torch.distributed ---------------------------------------------------------------
@@ -482,9 +513,9 @@ def session(source, modes: Sequence[str] = ("slice",), repeats: int = 1, cache: 
     dist = _dist()
     rank = dist.get_rank()
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
-    device = resolve_device(options.get("device"))
-    options["device"] = device
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = rank_device(options.get("device"), local_rank)
+    options["device"] = device
     out: list[dict] = []
     warm_probe(ckpt)
     for repeat in range(repeats):
@@ -505,17 +536,40 @@ def session(source, modes: Sequence[str] = ("slice",), repeats: int = 1, cache: 
     return out if rank == 0 else None
 
 
+def rank_device(device: str | torch.device | None, local_rank: int) -> torch.device:
+    """The device of a local rank: its own GPU (local rank mod the visible GPUs) unless one is named.
+
+    None or "cuda" without an index spread the ranks over the visible GPUs; "cuda:N" and
+    "cpu" are taken as given.
+    """
+    if device is None and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if device is None or str(device) == "cuda":
+        if not torch.cuda.is_available():
+            raise DatapathUnavailable("cuda asked for, but there is no CUDA GPU here")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return resolve_device(device)
+
+
 def _init(backend: str | None, init_method: str | None = None, rank: int | None = None,
-          world: int | None = None, timeout_s: float = 600) -> torch.device:
-    """Init the process group (env:// under torchrun); the device this rank loads onto."""
+          world: int | None = None, timeout_s: float = 600, device: str | torch.device | None = None) -> torch.device:
+    """Init the process group (env:// under torchrun); the device this rank loads onto.
+
+    On GPUs: NCCL, one GPU per local rank, and NCCL's communicator built now for that
+    device (`device_id`), not lazily inside the first timed collective.
+    """
     dist = _dist()
     local_rank = int(os.environ.get("LOCAL_RANK", rank or 0))
     cuda = torch.cuda.is_available()
     backend = backend or ("nccl" if cuda else "gloo")
-    device = torch.device("cuda", local_rank) if cuda and backend == "nccl" else torch.device("cpu")
+    if backend == "nccl" and not cuda:
+        raise DatapathUnavailable("the nccl backend needs CUDA GPUs; there are none here (use gloo)")
+    device = rank_device(device if device is not None else (None if backend == "nccl" else "cpu"), local_rank)
+    kwargs = {"timeout": timedelta(seconds=timeout_s)}
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    kwargs = {"timeout": timedelta(seconds=timeout_s)}
+        if backend == "nccl":
+            kwargs["device_id"] = device
     if init_method is not None:
         kwargs.update(init_method=init_method, rank=rank, world_size=world)
     dist.init_process_group(backend, **kwargs)
@@ -527,8 +581,9 @@ def _local_worker(rank: int, world: int, init_method: str, source: str, session_
     os.environ["LOCAL_RANK"] = str(rank)
     dist = _dist()
     try:
-        device = _init(session_kwargs.pop("backend", None), init_method, rank, world, timeout_s=300)
-        session_kwargs.setdefault("device", device)
+        device = _init(session_kwargs.pop("backend", None), init_method, rank, world, timeout_s=300,
+                       device=session_kwargs.get("device"))
+        session_kwargs["device"] = device
         records = session(source, **session_kwargs)
         if rank == 0:
             Path(out_file).write_text(json.dumps(records))
@@ -544,12 +599,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def run_local(source, world: int, *, modes: Sequence[str] = ("slice",), repeats: int = 1, cache: str = "as-is",
-              backend: str = "gloo", save_dir: str | Path | None = None, start_method: str | None = None,
+              backend: str | None = None, save_dir: str | Path | None = None, start_method: str | None = None,
               **options) -> list[dict]:
     """`world` local processes over 127.0.0.1 (torch.multiprocessing), as torchrun would start them.
 
     Returns rank 0's records (`session`). Options go to `run_rank` (datapath, threads,
-    io_size, strided, vocab). On CPU the ranks are simulated: host destinations over gloo.
+    io_size, strided, vocab, device). `backend` defaults to NCCL where there are GPUs (one
+    GPU per rank; `device="cuda"` spreads the ranks the same way), gloo without them: on
+    CPU the ranks are simulated, host destinations over gloo.
     `start_method` defaults to 'forkserver' on Linux (torch is imported once, in the
     server, before any thread or CUDA context exists; each rank is a fork of it), else
     'spawn' (every rank imports torch itself).
@@ -558,6 +615,11 @@ def run_local(source, world: int, *, modes: Sequence[str] = ("slice",), repeats:
 
     if not isinstance(world, int) or world < 1:
         raise ValueError(f"world must be a positive integer, got {world!r}")
+    if (backend or ("nccl" if torch.cuda.is_available() else "gloo")) == "nccl":
+        count = torch.cuda.device_count()
+        if world > count:
+            raise DatapathUnavailable(f"{world} NCCL ranks need {world} GPUs, this machine has {count} "
+                                      "(NCCL refuses two ranks on one GPU; use backend='gloo' or fewer ranks)")
     if start_method is None:
         start_method = "forkserver" if sys.platform.startswith("linux") else "spawn"
     if start_method == "forkserver":

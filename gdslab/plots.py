@@ -64,6 +64,20 @@ def describe_run(record: Mapping | Any) -> str:
     return " · ".join(parts)
 
 
+def costs_words(record: Mapping) -> str:
+    """What the load held besides the weights, in words ('' when nothing was measured)."""
+    parts = []
+    if record.get("staging_bytes"):
+        kind = "pinned" if record.get("pinned_bytes") else "host"
+        reused = " (reused)" if record.get("staging_reused") else ""
+        parts.append(f"staging {format_size(int(record['staging_bytes']))} {kind}{reused}")
+    if record.get("host_overhead_bytes") is not None:
+        parts.append(f"host peak +{format_size(int(record['host_overhead_bytes']))}")
+    if record.get("device_overhead_bytes") is not None:
+        parts.append(f"device peak +{format_size(int(record['device_overhead_bytes']))}")
+    return ("besides the weights: " + " · ".join(parts)) if parts else ""
+
+
 def _common(records: Sequence[Mapping], key: str) -> str:
     """The value of `key` shared by the records, or the distinct values joined."""
     values = list(dict.fromkeys(str(r[key]) for r in records if r.get(key) not in (None, "")))
@@ -137,6 +151,13 @@ def plot_fill_curves(
         total = int(record["nbytes"])
     if total:
         fill_ax.axhline(total / GB, color="black", linewidth=0.8, linestyle=":", label=f"total {format_size(total)}")
+        extra = record.get("device_overhead_bytes")
+        if extra:  # what the device held at its peak: the weights and the load's temporaries
+            fill_ax.axhline((total + extra) / GB, color="#d62728", linewidth=0.8, linestyle="--",
+                            label=f"device peak: weights + {format_size(extra)} temporary")
+    costs = costs_words(record)
+    if costs:
+        fill_ax.text(0.01, 0.97, costs, transform=fill_ax.transAxes, fontsize=7.5, va="top", color="#444444")
     fill_ax.set_ylabel("bytes at destination (GB)")
     fill_ax.set_ylim(bottom=0)
     fill_ax.grid(alpha=0.3)
@@ -433,6 +454,6 @@ def plot_cold_start(projections: Sequence[Any]) -> Figure:
 
 
 __all__ = [
-    "describe_run", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
+    "describe_run", "costs_words", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
     "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_cold_start", "STAGE_COLORS",
 ]

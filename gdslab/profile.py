@@ -10,7 +10,13 @@ From a list of events this module derives, with no plotting: the fill curve per 
 time went per stage (`time_split`: busy thread-seconds *and* wall-clock union, because
 threads overlap), the per-thread timeline (`thread_timeline`) and one flat record of it
 all (`summarize`). `DeviceMemorySampler` samples the GPU's real memory in use during a
-load, as a cross-check of the event curve.
+load, as context beside the event curve.
+
+The fill curve comes from landing events alone: a pinned copy lands at its CUDA event's
+end (a GPU timestamp on the load's clock), a gds read when its future completes. Device
+memory is no substitute: `torch.cuda.memory_allocated` follows allocation, which runs
+ahead of the bytes (a destination is allocated before it is filled), and NVML's used
+memory stays flat whenever the caching allocator hands back segments it already holds.
 """
 
 from __future__ import annotations
@@ -344,9 +350,10 @@ class DeviceMemorySampler:
     here: `curve()` then puts its samples on the event curve's time axis (the loader resets
     `log.origin` when the load starts). Values are bytes above the level found at start.
     `source` is 'allocated' (torch.cuda.memory_allocated: this process's tensors) or 'nvml'
-    (the driver's used memory: every process on the card). Destinations are allocated as the
-    load first touches them, so the sampled curve leads the event curve by at most the
-    tensors being filled. Where there is no GPU (device 'cpu') it does nothing and
+    (the driver's used memory: every process on the card; torch maps the device to NVML's
+    index through CUDA_VISIBLE_DEVICES). Destinations are allocated as the load first
+    touches them, so the sampled curve leads the event curve by at most the tensors being
+    filled, and stays flat where the allocator reuses memory it holds: context, not landing. Where there is no GPU (device 'cpu') it does nothing and
     `reason` says why; `read` overrides what is sampled (a callable returning bytes).
     """
 

@@ -1,7 +1,8 @@
 """Sweeps: many loads over a grid of knobs, each run under the cold/warm protocol, as records.
 
 The grid is datapath × io_size × threads × shard count × cache state (cold/warm), with
-repeats. Shard counts are the same tensors written with each count (`cached_checkpoint`;
+repeats, and the paths' own options where asked (`options={"buffers_per_thread": [1, 2, 4]}`:
+each path sweeps only the options it has). Shard counts are the same tensors written with each count (`cached_checkpoint`;
 content does not depend on the count), so only the layout differs between them.
 
 The protocol, per run: a cold run evicts the checkpoint's pages and checks that at most
@@ -24,10 +25,10 @@ import itertools
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from .cache import can_evict, evict_all, resident_fraction_all, warm
 from .checkpoint import Checkpoint
@@ -40,16 +41,21 @@ CACHES = ("cold", "warm")
 DONE = ("ok", "skipped")  # statuses a resumed sweep does not run again ("failed" and "cache-mismatch" are retried)
 JSONL_NAME = "sweep.jsonl"
 CSV_NAME = "sweep.csv"
-ALL_KNOBS = ("threads", "io_size")
-# Paths whose class does not say which knobs it uses (a `knobs` attribute) but that use none of them.
 
+# What a load reports only when its path does (staging, GDS byte split) or when it was measured (costs).
+PATH_FIELDS = (
+    "buffers_per_thread", "staging_bytes", "pinned_bytes", "staging_alloc_s", "staging_reused",
+    "gds_threshold", "register", "gds_bytes", "posix_bytes", "gds_share", "gds_kind", "byte_split",
+    "host_overhead_bytes", "device_overhead_bytes", "cpu_seconds",
+)
 # The CSV columns, in order. The JSON lines carry the same keys (and any a newer loader adds).
 FIELDS = (
     "key", "status", "reason",
     "datapath", "effective", "device", "cache_asked", "cache", "resident_checked", "resident_before",
-    "io_size", "threads", "knobs", "shards", "repeat",
+    "io_size", "threads", "knobs", "options", "shards", "repeat",
     "size", "preset", "dtype", "seed", "checkpoint", "source", "files", "tensors",
     "nbytes", "seconds", "gbps",
+    *PATH_FIELDS,
     "prepared", "started", "finished",
     "fs_type", "gds_verdict", "probe_kernel", "probe_cpu_count", "probe_ram_total", "probe_torch",
     "probe_gpus", "probe_kvikio",
@@ -66,10 +72,10 @@ class SweepError(GdslabError):
 
 
 def knobs_of(datapath: str) -> tuple[str, ...]:
-    """The knobs (of threads, io_size) that `datapath` really uses; the others need no grid."""
+    """The knobs that `datapath` really uses (threads, io_size, its own options); the others need no grid."""
     from . import datapaths
 
-    return tuple(k for k in ALL_KNOBS if k in datapaths.get(datapath).knobs)
+    return tuple(datapaths.get(datapath).knobs)
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,12 @@ class Cell:
     shards: int
     cache: str
     repeat: int
+    options: tuple[tuple[str, object], ...] = ()  # the path's own options this cell sets
 
     def key(self, checkpoint: str, device: str) -> str:
+        extra = "".join(f"|{name}={value}" for name, value in self.options)
         return (f"{checkpoint}|{device}|{self.datapath}|io_size={self.io_size}|threads={self.threads}"
-                f"|shards={self.shards}|{self.cache}|repeat={self.repeat}")
+                f"|shards={self.shards}|{self.cache}|repeat={self.repeat}{extra}")
 
 
 def _tuple(values, convert: Callable) -> tuple:
@@ -121,6 +129,7 @@ class Grid:
     preset: str = "llama-3.1-8b"
     dtype: str = "bf16"
     seed: int = 0
+    options: Mapping[str, Sequence] = field(default_factory=dict)  # path option -> values to sweep
 
     def __post_init__(self):
         set_ = object.__setattr__  # normalize a frozen dataclass's inputs: "16MiB" -> 16777216, lists -> tuples
@@ -130,10 +139,16 @@ class Grid:
         set_(self, "shards", _tuple(self.shards, _positive_int))
         set_(self, "caches", _tuple(self.caches, str))
         set_(self, "size", parse_size(self.size))
+        set_(self, "options", {name: _tuple(values, lambda v: v) for name, values in dict(self.options).items()})
         from . import datapaths
 
         for name in self.datapaths:
             datapaths.get(name)  # unknown names fail here, naming the known ones
+        offered = {o for name in self.datapaths for o in datapaths.get(name).options}
+        unknown = sorted(set(self.options) - offered)
+        if unknown:
+            raise SweepError(None, f"no path of this grid has the option(s) {', '.join(unknown)} "
+                                   f"(theirs: {', '.join(sorted(offered)) or 'none'})")
         bad = [c for c in self.caches if c not in CACHES]
         if bad:
             raise SweepError(None, f"cache states must be of {CACHES}, got {bad}")
@@ -153,15 +168,18 @@ class Grid:
         """Every run, repeats outermost (so repeats interleave with the rest rather than run back to back).
 
         A knob a path does not use (the safetensors library has neither threads nor io size) is
-        not swept for it: its runs take the grid's first value, recorded as such.
+        not swept for it: its runs take the grid's first value, recorded as such. Options are
+        swept only for the paths that have them.
         """
         out = []
         for repeat, shards, name in itertools.product(range(self.repeats), self.shards, self.datapaths):
             used = knobs_of(name)
             io_sizes = self.io_sizes if "io_size" in used else self.io_sizes[:1]
             threads = self.threads if "threads" in used else self.threads[:1]
-            for io_size, n, cache in itertools.product(io_sizes, threads, self.caches):
-                out.append(Cell(name, io_size, n, shards, cache, repeat))
+            mine = [(option, values) for option, values in self.options.items() if option in used]
+            settings = [tuple(zip([o for o, _ in mine], combo)) for combo in itertools.product(*[v for _, v in mine])]
+            for io_size, n, cache, options in itertools.product(io_sizes, threads, self.caches, settings):
+                out.append(Cell(name, io_size, n, shards, cache, repeat, options))
         return out
 
 
@@ -270,6 +288,7 @@ def _convert(value: str):
 
 
 _TEXT_FIELDS = {"key", "status", "reason", "datapath", "effective", "device", "cache_asked", "cache", "knobs",
+                "options", "gds_kind", "byte_split",
                 "preset", "dtype", "checkpoint", "source", "prepared", "started", "finished", "fs_type",
                 "gds_verdict", "probe_kernel", "probe_torch", "probe_gpus", "probe_kvikio"}
 
@@ -364,6 +383,7 @@ def run_cell(cell: Cell, checkpoint: Path, grid: Grid, device: str, probe_report
         "key": cell.key(grid.checkpoint_id, device), "status": "", "reason": "",
         "datapath": cell.datapath, "effective": "", "device": device, "cache_asked": cell.cache,
         "io_size": cell.io_size, "threads": cell.threads, "knobs": ",".join(knobs_of(cell.datapath)),
+        "options": ",".join(f"{name}={value}" for name, value in cell.options),
         "shards": cell.shards, "repeat": cell.repeat, "size": grid.size, "preset": grid.preset,
         "dtype": grid.dtype, "seed": grid.seed, "checkpoint": str(checkpoint), "prepared": _now(),
         **_probe_summary(probe_report),
@@ -381,7 +401,8 @@ def run_cell(cell: Cell, checkpoint: Path, grid: Grid, device: str, probe_report
         record.update(status="skipped", reason=why, finished=_now())
         return record
     try:
-        result = load(ckpt, cell.datapath, device=device, threads=cell.threads, io_size=cell.io_size, cancel=cancel)
+        result = load(ckpt, cell.datapath, device=device, threads=cell.threads, io_size=cell.io_size, cancel=cancel,
+                      **dict(cell.options))
     except GdslabError as e:
         record.update(status="failed", reason=str(e), finished=_now())
         return record
@@ -473,6 +494,6 @@ def sweep(
 
 
 __all__ = [
-    "CACHES", "FIELDS", "Cell", "Grid", "SweepError", "SweepResult", "knobs_of", "prepare_cache",
+    "CACHES", "FIELDS", "PATH_FIELDS", "Cell", "Grid", "SweepError", "SweepResult", "knobs_of", "prepare_cache",
     "read_records", "results_files", "run_cell", "sweep",
 ]

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from .checkpoint import Checkpoint
 from .errors import LoadCancelled
 from .loader import BackgroundLoad, LoadResult, resolve_device
-from .plots import GB, TIME_AXIS, describe_run
+from .plots import GB, TIME_AXIS, costs_words, describe_run
 from .profile import EventLog, fill_curves, fill_rate, rate_at
 from .sizes import format_size
 
@@ -195,7 +195,9 @@ class LiveLoad:
 
     def _status_words(self) -> str:
         if self.state == "done":
-            return f"loaded {format_size(self.total)} in {self.result.seconds:.3f} s ({self.result.gbps:.2f} GB/s)"
+            costs = costs_words(self.result.record())
+            return (f"loaded {format_size(self.total)} in {self.result.seconds:.3f} s ({self.result.gbps:.2f} GB/s)"
+                    + (f"; {costs}" if costs else ""))
         if self.state == "cancelled":
             return f"stopped by request after {format_size(self.landed)} of {format_size(self.total)}; nothing kept"
         if self.state == "failed":

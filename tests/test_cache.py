@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import require_eviction
 
 from gdslab.cache import (CacheError, can_evict, evict, evict_all, page_size, resident_bytes,
                           resident_fraction, resident_fraction_all, warm)
@@ -23,9 +24,7 @@ def _write(path: Path, nbytes: int) -> Path:
 
 @pytest.fixture
 def evictable(tmp_path) -> Path:
-    ok, why = can_evict(tmp_path)
-    if not ok:
-        pytest.skip(f"page-cache eviction does not work here: {why}")
+    require_eviction(tmp_path)
     return tmp_path
 
 
@@ -122,3 +121,20 @@ def test_can_evict_in_a_read_only_folder_tries_a_file_of_its_own(tmp_path, monke
     assert "shard.bin" in why and ok == ok_here
     ok, why = can_evict(empty)
     assert not ok and "Read-only file system" in why and "no file there to try" in why
+
+
+def test_a_broken_eviction_fails_the_tests_instead_of_skipping_them(tmp_path, monkeypatch):
+    import os
+
+    from gdslab import cache
+
+    if not cache.eviction_must_work(tmp_path):
+        pytest.skip("this folder's file system may legitimately refuse eviction")
+    monkeypatch.setattr(os, "posix_fadvise", lambda *args: None)  # eviction turned into a no-op
+    cache._can_evict.cache_clear()
+    try:
+        assert can_evict(tmp_path)[0] is False
+        with pytest.raises(pytest.fail.Exception, match="must work on this file system"):
+            require_eviction(tmp_path)
+    finally:
+        cache._can_evict.cache_clear()

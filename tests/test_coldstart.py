@@ -133,9 +133,9 @@ def _record(datapath, device, gbps, resident=0.0, effective="", **extra):
 
 def test_calibrate_replaces_the_right_parameters():
     records = [
-        _record("gds", "cuda:0", 5.0, effective="GDS (cuFile, nvidia-fs DMA)"),
-        _record("gds", "cuda:1", 7.0, effective="GDS (cuFile, nvidia-fs DMA)"),
-        _record("gds", "cuda:0", 9.0, effective="GDS (cuFile, nvidia-fs DMA)"),
+        _record("gds", "cuda:0", 5.0, effective="gds: GDS proper: GDS 100.0% of bytes", gds_share=1.0),
+        _record("gds", "cuda:1", 7.0, effective="gds: GDS proper: GDS 100.0% of bytes", gds_share=1.0),
+        _record("gds", "cuda:0", 9.0, effective="gds: GDS proper: GDS 97.0% of bytes", gds_share=0.97),
         _record("pinned-bounce", "cuda:0", 40.0, resident=1.0),
         _record("pageable-bounce", "cuda:0", 8.0, resident=1.0),
         _record("pageable-bounce", "cuda:0", 2.0, resident=0.0),  # cold: not a copy rate
@@ -164,10 +164,10 @@ def test_calibrate_replaces_the_right_parameters():
 
 def test_calibrate_skips_what_does_not_measure_the_parameter():
     records = [
-        _record("gds", "cuda:0", 3.0, effective="cuFile compatibility mode (no nvidia-fs DMA)"),
-        _record("gds", "cuda:0", 3.0, effective="KvikIO POSIX compat mode (host bounce buffers, no cuFile)"),
-        _record("gds", "cuda:0", 3.0, effective="GDS (cuFile, nvidia-fs DMA); cuFile compatibility mode"),
-        _record("gds", "cuda:0", 3.0, effective="kvikio"),  # does not say GDS ran
+        _record("gds", "cuda:0", 3.0, effective="gds: compatibility mode: POSIX 100.0% of bytes", gds_share=0.0),
+        _record("gds", "cuda:0", 3.0, effective="gds: mixed: GDS 60.0% of bytes, POSIX 40.0%", gds_share=0.6),
+        _record("gds", "cuda:0", 3.0, effective="GDS (cuFile, nvidia-fs DMA)"),  # a label, no counted bytes
+        _record("gds", "cuda:0", 3.0, effective="kvikio", gds_share="n/a"),
         _record("gds", "cpu", 3.0),
         _record("pinned-bounce", "cuda:0", 30.0, resident=0.5),  # mixed cache state
         _record("pinned-bounce", "cuda:0", 30.0, resident=1.0, cache="partial"),  # the loader's label wins

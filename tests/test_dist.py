@@ -9,12 +9,14 @@ import sys
 import threading
 
 import pytest
+from conftest import require_eviction
 import torch
 from safetensors.torch import load_file
 
 from gdslab import dist as gdist
 from gdslab.cache import can_evict
 from gdslab.checkpoint import Checkpoint
+from gdslab.errors import DatapathUnavailable
 from gdslab.errors import LoadCancelled, LoadError
 from gdslab.plan import PlanError, rank_plan, split_kind
 from gdslab.synthetic import write_checkpoint
@@ -79,9 +81,7 @@ def test_load_sharded_threads_bit_exact(llama, world, strided):
 
 def test_load_sharded_cold(llama, tmp_path):
     folder, full = llama
-    ok, reason = can_evict(folder)
-    if not ok:
-        pytest.skip(reason)
+    require_eviction(folder)
     result = gdist.load_sharded(folder, 2, threads=2, cache="cold")
     assert result.record()["cache"] == "cold" and result.resident_before < 0.05
     assert_rank_exact(result.ranks[1].tensors, full, Checkpoint.open(folder), 1, 2)
@@ -227,3 +227,37 @@ def test_gpu_nccl_one_rank(llama, tmp_path):
     records = gdist.run_local(folder, 1, modes=("slice", "share"), backend="nccl", save_dir=tmp_path)
     assert {r["backend"] for r in records} == {"nccl"} and {r["device"] for r in records} == {"cuda:0"}
     check_saved(tmp_path, full, ckpt, 1, ("slice", "share"))
+
+
+def test_rank_devices_without_a_gpu():
+    if HAS_CUDA:
+        pytest.skip("checks the answers of a machine without a GPU")
+    assert gdist.rank_device(None, 3) == torch.device("cpu")
+    assert gdist.rank_device("cpu", 1) == torch.device("cpu")
+    with pytest.raises(DatapathUnavailable, match="no CUDA GPU"):
+        gdist.rank_device("cuda", 0)
+    with pytest.raises(DatapathUnavailable, match="need"):
+        gdist.run_local("unused", 2, backend="nccl")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_spreads_ranks_over_the_visible_gpus():
+    count = torch.cuda.device_count()
+    assert [gdist.rank_device("cuda", r) for r in range(count + 1)] == \
+        [torch.device("cuda", r % count) for r in range(count + 1)]
+    assert gdist.rank_device("cuda:0", 5) == torch.device("cuda", 0)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_nccl_over_every_visible_gpu_by_default(llama, tmp_path):
+    folder, full = llama
+    ckpt = Checkpoint.open(folder)
+    world = torch.cuda.device_count()
+    records = gdist.run_local(folder, world, modes=("slice", "share"), save_dir=tmp_path, device="cuda")
+    ranks = [r for r in records if r["kind"] == "rank"]
+    assert {r["backend"] for r in records} == {"nccl"}
+    assert sorted({r["device"] for r in ranks}) == [f"cuda:{k}" for k in range(world)]
+    assert not any(r["simulated"] for r in records)
+    check_saved(tmp_path, full, ckpt, world, ("slice", "share"))

@@ -81,6 +81,18 @@ def test_fill_curves_from_a_real_load_result(result):
     assert "host-direct" in title(fig) and result.cache in title(fig) and "cpu" in title(fig)
 
 
+def test_fill_chart_shows_what_the_load_held_besides_the_weights():
+    record = {**RECORD, "staging_bytes": 64 << 20, "pinned_bytes": 64 << 20, "staging_reused": True,
+              "host_overhead_bytes": 5 << 20, "device_overhead_bytes": 1 << 30}
+    fig = plots.plot_fill_curves(EVENTS, record=record)
+    fill_ax = fig.axes[0]
+    peak = [line for line in fill_ax.get_lines() if line.get_label().startswith("device peak")]
+    assert peak and peak[0].get_ydata()[0] == pytest.approx((RECORD["nbytes"] + (1 << 30)) / 1e9)
+    words = [t.get_text() for t in fill_ax.texts]
+    assert words == ["besides the weights: staging 64 MiB pinned (reused) · host peak +5 MiB · device peak +1 GiB"]
+    assert plots.costs_words({}) == ""
+
+
 def test_fill_curves_from_curves_directly():
     curve = FillCurve("cuda:3", np.array([0.0, 1.0]), np.array([0, 10**9]))
     fig = plots.plot_fill_curves({"cuda:3": curve}, rate=False)
