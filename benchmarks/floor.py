@@ -1,11 +1,12 @@
 """Every data path against the floors, cold and warm, interleaved repeats, medians and ratios.
 
     .venv/bin/python benchmarks/floor.py --size 4GiB --shards 4 --repeats 5 --out docs/results/cpu.md
-    python3 benchmarks/floor.py --device cuda:0 --size 4GiB --repeats 3 --out docs/results/gpu.md
+    python3 benchmarks/floor.py --device cuda:0 --size 2GiB --repeats 2 --out gpu.md --json gpu.json
 
 The read floor is a plain multi-threaded os.preadv of the same files into fresh buffers
 (gdslab.floors.read_floor); on a GPU the pinned and pageable host→device copy ceilings
-are measured in the same run too, and every path's ratio to the pinned ceiling is shown.
+are measured in the same run too, and every path's ratio to the pinned ceiling is shown,
+with what really ran (for gds: the bytes each KvikIO backend carried).
 Each repeat runs every method once per cache state, in a rotated order, so drift on a
 shared machine hits all of them alike. Cold runs evict the files first and check that
 under 5% stayed resident; warm runs read them first.
@@ -14,6 +15,7 @@ under 5% stayed resident; warm runs read them first.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -31,16 +33,16 @@ HOST_PATHS = ("host-direct", "pinned-bounce", "pageable-bounce", "safetensors")
 GPU_PATHS = ("gds", "pinned-bounce", "pageable-bounce", "safetensors")
 
 
-def run_once(method: str, ckpt, files, threads: int, io_size: str, device: str) -> tuple[float, str]:
-    """(GB/s, what ran) of one run of `method`."""
+def run_once(method: str, ckpt, files, threads: int, io_size: str, device: str) -> dict:
+    """The record of one run of `method` (a floor's, or the load's own)."""
     if method == FLOOR:
-        return read_floor(files, threads, io_size).gbps, ""
+        return read_floor(files, threads, io_size).record()
     if method in (PINNED, PAGEABLE):
-        return h2d_ceiling(device, min(ckpt.nbytes, 1 << 30), pinned=method == PINNED).gbps, ""
+        return h2d_ceiling(device, min(ckpt.nbytes, 1 << 30), pinned=method == PINNED).record()
     result = gdslab.load(ckpt, datapath=method, device=device, threads=threads, io_size=io_size)
-    gbps, effective = result.gbps, result.effective
+    record = result.record()
     del result
-    return gbps, effective
+    return record
 
 
 def prepare(state: str, files) -> float:
@@ -67,6 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--paths", nargs="*", default=None, help="default: every gdslab path available on the device")
     parser.add_argument("--out", help="write a markdown report here")
+    parser.add_argument("--json", help="write every run's record here (a JSON list)")
     args = parser.parse_args(argv)
 
     folder = cached_checkpoint(args.size, args.shards)
@@ -82,17 +85,26 @@ def main(argv=None) -> int:
     methods = [FLOOR, *((PINNED, PAGEABLE) if cuda else ()), *paths]
     results: dict[tuple[str, str], list[float]] = {(m, s): [] for m in methods for s in states}
     ran: dict[str, str] = {}
+    records = []
     for repeat in range(args.repeats):
         order = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
         for state in states:
             for method in order:
-                prepare(state, files)
-                gbps, ran[method] = run_once(method, ckpt, files, args.threads, args.io_size, args.device)
+                resident = prepare(state, files)
+                record = run_once(method, ckpt, files, args.threads, args.io_size, args.device)
+                records.append({**record, "method": method, "cache_asked": state, "resident_checked": resident,
+                                "repeat": repeat})
+                ran[method] = "" if method in (FLOOR, PINNED, PAGEABLE) else record["effective"]
+                gbps = record["gbps"]
                 results[(method, state)].append(gbps)
                 print(f"repeat {repeat + 1} {state:4} {method:16} {gbps:6.2f} GB/s", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1, default=str)
 
     lines = [
-        f"# Host paths against the read floor ({datetime.now(timezone.utc):%Y-%m-%d})",
+        f"# {'Every path against the floors' if cuda else 'Host paths against the read floor'} "
+        f"({datetime.now(timezone.utc):%Y-%m-%d})",
         "",
         f"Command: `.venv/bin/python benchmarks/floor.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",

@@ -78,6 +78,19 @@ def costs_words(record: Mapping) -> str:
     return ("besides the weights: " + " · ".join(parts)) if parts else ""
 
 
+def describe_ranks(record: Mapping | Any) -> str:
+    """'4 ranks · cuda:0, cuda:1, … · nccl · warm cache' from a sharded run's record (what really ran)."""
+    record = as_record(record)
+    devices = str(record.get("device", ""))
+    parts = [f"{record.get('world', '?')} rank(s)", devices]
+    if record.get("backend") and record.get("backend") != "threads":
+        parts.append(str(record["backend"]))
+    parts.append(str(record.get("note") or "") if record.get("simulated") else "real GPUs")
+    if record.get("cache"):
+        parts.append(f"{record['cache']} cache")
+    return " · ".join(p for p in parts if p)
+
+
 def _common(records: Sequence[Mapping], key: str) -> str:
     """The value of `key` shared by the records, or the distinct values joined."""
     values = list(dict.fromkeys(str(r[key]) for r in records if r.get(key) not in (None, "")))
@@ -454,6 +467,6 @@ def plot_cold_start(projections: Sequence[Any]) -> Figure:
 
 
 __all__ = [
-    "describe_run", "costs_words", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
+    "describe_run", "describe_ranks", "costs_words", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
     "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_cold_start", "STAGE_COLORS",
 ]

@@ -214,6 +214,18 @@ def interval_union(intervals: Iterable[tuple[float, float]]) -> float:
     return total
 
 
+def overlap_seconds(events: Iterable[Event], a: str = "read", b: str = "copy") -> float:
+    """Wall-clock seconds during which some `a` event and some `b` event ran at once.
+
+    Zero for a loader that reads, then copies; above zero where reads overlap copies.
+    """
+    events = list(events)
+    first = [(e.start, e.end) for e in events if e.stage == a]
+    second = [(e.start, e.end) for e in events if e.stage == b]
+    both = first + second
+    return max(0.0, interval_union(first) + interval_union(second) - interval_union(both))
+
+
 @dataclass(frozen=True)
 class StageTime:
     """One stage's time, both ways, since threads overlap.

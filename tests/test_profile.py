@@ -250,3 +250,16 @@ def test_sampled_device_memory_matches_the_event_curve_on_a_gpu(tmp_path):
     assert abs(sampled.total - events.total) <= 0.01 * events.total
     largest, mean = curve_gap(events, sampled)
     assert mean < 0.10, (largest, mean)
+
+
+def test_overlap_of_two_stages_is_wall_clock_seconds():
+    from gdslab.profile import overlap_seconds
+
+    def ev(stage, start, end):
+        return Event(stage, start, end, 1, "t", "f", "cpu")
+
+    assert overlap_seconds([ev("read", 0, 1), ev("copy", 1, 2)]) == 0.0  # one after the other
+    assert overlap_seconds([ev("read", 0, 2), ev("copy", 1, 3)]) == pytest.approx(1.0)
+    # two reads at once over one copy count once, not twice
+    assert overlap_seconds([ev("read", 0, 2), ev("read", 0, 2), ev("copy", 1, 3)]) == pytest.approx(1.0)
+    assert overlap_seconds([ev("read", 0, 1)]) == 0.0
