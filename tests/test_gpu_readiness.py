@@ -101,6 +101,50 @@ def test_kvikio_settings_are_set_once_for_all_ranks():
     assert not settings_active() and kvikio_defaults.get("num_threads") == before
 
 
+# --- landing times of gds reads -----------------------------------------------------------------
+
+
+class Completion:
+    """Stands for a read in flight: done once the test says so (the poller's logic, not KvikIO's, is tested)."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes, self.finished = nbytes, threading.Event()
+
+    def done(self) -> bool:
+        return self.finished.is_set()
+
+    def get(self) -> int:
+        self.finished.wait()
+        return self.nbytes
+
+
+def test_gds_reads_land_when_they_complete_not_in_issue_order(tmp_path):
+    import collections
+    import time
+
+    from gdslab.datapaths.base import Chunk
+    from gdslab.datapaths.gds import _land
+
+    job = LoadJob([], torch.device("cpu"), 1, 1 << 20, EventLog(), threading.Event())
+    reads = [(Chunk(k, tmp_path / "f", k * 1000, 0, 100 * (k + 1)), 0.0, Completion(100 * (k + 1))) for k in range(3)]
+    pending = collections.deque(reads)
+    reads[1][2].finished.set()  # the second read finishes first
+    _land(job, pending, block=False)  # while issuing, only the oldest are looked at: nothing lands yet
+    assert len(pending) == 3 and not job.log.events
+
+    def finish_later():
+        time.sleep(0.05)
+        reads[2][2].finished.set()
+        time.sleep(0.05)
+        reads[0][2].finished.set()
+
+    threading.Thread(target=finish_later).start()
+    _land(job, pending, block=True)
+    assert len(job.log.events) == 3 and not pending
+    ends = {e.nbytes // 100 - 1: e.end for e in job.log.events}  # read k moved 100 * (k + 1) bytes
+    assert ends[1] < ends[2] - 0.03 and ends[2] < ends[0] - 0.03  # each stamped when it completed
+
+
 # --- coalescing small tensors -------------------------------------------------------------------
 
 

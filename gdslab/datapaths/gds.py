@@ -170,6 +170,19 @@ class Gds(Datapath):
 
         return kvikio_status()
 
+    def prepare(self, job: LoadJob) -> None:
+        """Before the clock: KvikIO's settings (a new thread pool is made when they change) and cuFile's word."""
+        self.check(job)
+        stack = contextlib.ExitStack()
+        shared = settings_active()
+        stack.enter_context(kvikio_settings(job.threads, job.io_size, int(job.options["gds_threshold"])))
+        job.staging = {"settings": stack, "shared": shared, "gds_available": gds_available()}
+
+    def finish(self, job: LoadJob) -> None:
+        if isinstance(job.staging, dict):
+            job.staging["settings"].close()
+            job.staging = None
+
     def run(self, job: LoadJob) -> str:
         self.check(job)
         import kvikio
@@ -177,20 +190,18 @@ class Gds(Datapath):
         threshold = int(job.options["gds_threshold"])
         chunks = sorted(job.chunks(), key=lambda c: c.nbytes < threshold)  # large (async) first, small last
         small = sum(c.nbytes for c in chunks if c.nbytes < threshold)
-        shared = settings_active()
-        with kvikio_settings(job.threads, job.io_size, threshold):
-            monitor = kvikio.SummaryMonitor()
-            registered = self._register(job, chunks, threshold) if job.options["register"] else []
-            try:
-                self._read(job, chunks)
-            finally:
-                summary = monitor.get()
-                monitor.stop()
-                for view in registered:
-                    with contextlib.suppress(Exception):
-                        kvikio.memory_deregister(view)
-        scope = "process-wide: every rank loading in this process" if shared else "this load"
-        split = ByteSplit.from_summary(summary, gds_available=gds_available(), gds_threshold=threshold,
+        monitor = kvikio.SummaryMonitor()
+        registered = self._register(job, chunks, threshold) if job.options["register"] else []
+        try:
+            self._read(job, chunks)
+        finally:
+            summary = monitor.get()
+            monitor.stop()
+            for view in registered:
+                with contextlib.suppress(Exception):
+                    kvikio.memory_deregister(view)
+        scope = "process-wide: every rank loading in this process" if job.staging["shared"] else "this load"
+        split = ByteSplit.from_summary(summary, gds_available=job.staging["gds_available"], gds_threshold=threshold,
                                        small_bytes=small, scope=scope)
         job.details.update(split.record(), registered=len(registered))
         return split.effective
@@ -246,13 +257,24 @@ class Gds(Datapath):
 
 
 def _land(job: LoadJob, pending: collections.deque, block: bool) -> None:
-    """Log every read whose future completed, stamped now; with `block`, poll until none is left."""
+    """Log the reads whose futures completed, stamped when seen complete.
+
+    Not blocking (while issuing): only the oldest reads are looked at, which is cheap.
+    Blocking: every pending read is polled until none is left, so a read that finishes
+    early is stamped then, not when the reads before it in issue order are done.
+    """
     while pending:
-        for item in list(pending):
-            chunk, start, future = item
-            if not future.done():
-                continue
+        if block:
+            finished = [item for item in pending if item[2].done()]
+        else:
+            finished = []
+            for item in pending:
+                if not item[2].done():
+                    break
+                finished.append(item)
+        for item in finished:
             pending.remove(item)
+            chunk, start, future = item
             try:
                 got = future.get()
             except Exception as e:  # noqa: BLE001
