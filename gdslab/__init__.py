@@ -9,6 +9,7 @@ from .lab import show_figures_inline as _show_figures_inline
 from .loader import LoadResult, load
 from .plan import PlanError, rank_plan, rank_reads, share_partition
 from .probe import ProbeReport, probe
+from .reshard import PreshardedSet, ReshardError, open_set, reshard
 from .profile import DeviceMemorySampler, Event, EventLog, ProfileSummary, summarize
 from .sizes import format_size, parse_size
 from .sweep import Grid, sweep
@@ -27,7 +28,7 @@ __all__ = [
     "PRESETS", "write_checkpoint",
     "LoadResult", "load", "datapaths",
     "PlanError", "rank_plan", "rank_reads", "share_partition", "ShardedResult", "load_sharded",
-    "coldstart",
+    "coldstart", "reshard", "open_set", "PreshardedSet", "ReshardError",
     "Grid", "sweep",
     "DeviceMemorySampler", "Event", "EventLog", "ProfileSummary", "summarize",
 ]

@@ -115,6 +115,20 @@ class Checkpoint:
         """A `.safetensors` file, a directory (with or without an HF index) or an index file."""
         return open_checkpoint(path)
 
+    @classmethod
+    def of_files(cls, root: str | os.PathLike, paths: list[str | os.PathLike]) -> "Checkpoint":
+        """The table of these safetensors files together (one rank's files of a pre-sharded set, say)."""
+        shards, tensors, owner = [], [], {}
+        for path in paths:
+            shard, entries = read_header(path)
+            for entry in entries:
+                if entry.name in owner:
+                    raise CheckpointError(entry.file, f"tensor {entry.name!r} is also in {owner[entry.name]}")
+                owner[entry.name] = entry.file.name
+            shards.append(shard)
+            tensors.extend(entries)
+        return cls(Path(root), tuple(tensors), tuple(shards))
+
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)
@@ -377,16 +391,10 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     names = sorted(p.name for p in path.glob("*.safetensors"))
     if not names:
         raise CheckpointError(path, "empty checkpoint folder: no *.safetensors files and no index")
-    shards, tensors, owner = [], [], {}
-    for name in names:
-        shard, entries = read_header(_shard_path(path, path, name))
-        for entry in entries:
-            if entry.name in owner:
-                raise CheckpointError(entry.file, f"tensor {entry.name!r} is also in {owner[entry.name]}")
-            owner[entry.name] = entry.file.name
-        shards.append(shard)
-        tensors.extend(entries)
-    return Checkpoint(path, tuple(tensors), tuple(shards))
+    if any(name.startswith("model-rank-") for name in names):
+        raise CheckpointError(path, "holds a pre-sharded set (model-rank-*-part-*.safetensors): load it with "
+                                    "gdslab.load_sharded, which reads its manifest")
+    return Checkpoint.of_files(path, [_shard_path(path, path, name) for name in names])
 
 
 def _open_index(root: Path, index: Path) -> Checkpoint:

@@ -1,4 +1,4 @@
-"""`gdslab env | make-checkpoint | inspect | load | demo | bench | sweep | report`."""
+"""`gdslab env | make-checkpoint | reshard | inspect | load | demo | bench | sweep | report | dist-load`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,22 @@ def cmd_make_checkpoint(args) -> int:
     return 0
 
 
+def cmd_reshard(args) -> int:
+    from .reshard import reshard
+
+    done = reshard(args.source, args.destination, args.tp, dtype=args.dtype, max_file_size=args.max_file_size,
+                   vocab=args.vocab, force=args.force, progress=not args.no_progress)
+    print(done.summary())
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .checkpoint import Checkpoint
+    from .reshard import is_preshard, open_set
 
+    if is_preshard(args.path):
+        print(open_set(args.path).summary())
+        return 0
     ckpt = Checkpoint.open(args.path)
     print(ckpt.summary())
     if args.tensors:
@@ -173,7 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_make_checkpoint)
 
-    p = sub.add_parser("inspect", help="tensors, bytes, shards and dtypes of a checkpoint")
+    p = sub.add_parser("reshard", help="split a checkpoint into one set of files per tensor-parallel rank "
+                                       "(and quantize its MLP weights to FP8), with a manifest")
+    p.add_argument("source")
+    p.add_argument("destination", help="an empty or absent folder (or --force to replace a set there)")
+    p.add_argument("--tp", type=int, required=True, help="the tensor-parallel degree (ranks)")
+    p.add_argument("--dtype", default="source", choices=("source", "fp8_e4m3"),
+                   help="fp8_e4m3: as Meta's FP8 release (MLP weights, per-channel scales); default: keep")
+    p.add_argument("--max-file-size", default="5GiB", help="largest file of a rank (vLLM's default: 5GiB)")
+    p.add_argument("--vocab", default="split", choices=("split", "replicate"))
+    p.add_argument("--force", action="store_true", help="replace a pre-sharded set in the destination")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reshard)
+
+    p = sub.add_parser("inspect", help="tensors, bytes, shards and dtypes of a checkpoint (or a pre-sharded set)")
     p.add_argument("path")
     p.add_argument("--tensors", action="store_true", help="list every tensor")
     p.set_defaults(func=cmd_inspect)

@@ -44,8 +44,12 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _trim_heap() -> None:
-    """Return memory freed earlier to the OS (glibc's malloc_trim), so that reusing it shows as growth."""
+def trim_heap() -> None:
+    """Give memory freed earlier back to the OS (glibc's malloc_trim): freed blocks stop counting as resident.
+
+    Before a load, so that reusing them does not hide growth; in a streaming job (reshard),
+    so that blocks freed between tensors do not pile up as resident memory.
+    """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc_trim(0)
@@ -90,7 +94,7 @@ class LoadCosts:
         self._sampled_peak = 0
 
     def __enter__(self) -> "LoadCosts":
-        _trim_heap()
+        trim_heap()
         self.cpu_start = _cpu_seconds()
         self.start = _status_kib("VmRSS")
         self.hwm = _reset_peak_rss()
@@ -124,4 +128,4 @@ class LoadCosts:
         return Costs(self.start, self.peak, host, self.device_overhead, "VmHWM" if self.hwm else "sampled", self.cpu)
 
 
-__all__ = ["Costs", "LoadCosts"]
+__all__ = ["Costs", "LoadCosts", "trim_heap"]

@@ -44,6 +44,7 @@ from .datapaths.base import TensorRead
 from .errors import DatapathUnavailable, GdslabError, LoadCancelled
 from .loader import LoadResult, cache_state, load, resolve_device
 from .plan import DEFAULT_STRIDED, RankPlan, STRIDED_MODES, VOCAB_POLICIES, rank_plan, share_partition
+from .reshard import is_preshard, open_set, rank_plan_of
 from .profile import EventLog, FillCurve, fill_curve
 from .sizes import format_size, parse_size
 
@@ -125,6 +126,7 @@ class RankResult:
             "gbps": self.gbps, "load_seconds": self.load.seconds, "post_seconds": self.post_seconds,
             "comm_seconds": self.comm_seconds, "began": self.began,
             "simulated": self.simulated, "note": SIMULATED if self.simulated else "",
+            **read_pattern(self.load.events, self.read_nbytes, self.nbytes),
         })
         return rec
 
@@ -250,6 +252,18 @@ class ShardedResult:
         return "\n".join(lines)
 
 
+def read_pattern(events, read_nbytes: int, kept_nbytes: int) -> dict:
+    """How a rank read: bytes read over bytes kept (amplification), the number of reads and their sizes."""
+    sizes = sorted(e.nbytes for e in events if e.stage == "read")
+    return {
+        "amplification": read_nbytes / kept_nbytes if kept_nbytes else 0.0,
+        "reads": len(sizes),
+        "read_min": sizes[0] if sizes else 0,
+        "read_median": sizes[len(sizes) // 2] if sizes else 0,
+        "read_max": sizes[-1] if sizes else 0,
+    }
+
+
 def run_record(records: Sequence[dict], seconds: float | None = None) -> dict:
     """One record for a run from its per-rank records: totals, the slowest rank's time, spread."""
     if not records:
@@ -273,6 +287,8 @@ def run_record(records: Sequence[dict], seconds: float | None = None) -> dict:
         "gbps": nbytes / seconds / 1e9 if seconds > 0 else 0.0,
         "read_gbps": read / seconds / 1e9 if seconds > 0 else 0.0,
         "slowest_rank": slowest["rank"], "fastest_seconds": min(r["seconds"] for r in records),
+        "amplification": read / nbytes if nbytes else 0.0, "reads": sum(r.get("reads", 0) for r in records),
+        "read_min": min(r.get("read_min", 0) for r in records), "read_max": max(r.get("read_max", 0) for r in records),
         "comm_seconds": max(r["comm_seconds"] for r in records),
         "simulated": all(r["simulated"] for r in records),
         "resident_before": sum(r["resident_before"] for r in records) / len(records),
@@ -321,16 +337,25 @@ def load_sharded(
     `options` are the data path's own knobs. KvikIO's thread pool is one per process, so
     for gds it is set once for all ranks (`threads` × ranks threads).
     """
-    ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
-    devices = _devices(world, devices)
-    world = len(devices)
-    plans = [rank_plan(ckpt, r, world, strided, vocab) for r in range(world)]  # plan errors before any read
+    pset = None if isinstance(source, Checkpoint) or not is_preshard(source) else open_set(source)
+    if pset is not None:  # a pre-sharded set: its TP degree decides the ranks, each reads its own files whole
+        pset.check_world(world if world is not None else (len(devices) if devices is not None else None))
+        devices = _devices(pset.tp if devices is None else world, devices)
+        ckpts, plans = zip(*(rank_plan_of(pset, r) for r in range(pset.tp)))
+        world = pset.tp
+    else:
+        ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
+        devices = _devices(world, devices)
+        world = len(devices)
+        plans = [rank_plan(ckpt, r, world, strided, vocab) for r in range(world)]  # plan errors before any read
+        ckpts = [ckpt] * world
+    ckpt = ckpts[0]
     paths = [datapath or default_datapath(d) for d in devices]
     for path, device in zip(paths, devices):  # refuse an unavailable path before any rank starts
         info = datapaths.get(path).info(device)
         if not info.available:
             raise DatapathUnavailable(f"{path} cannot run on {device}: {info.reason}")
-    files = [f.path for f in ckpt.files]
+    files = list(dict.fromkeys(f.path for c in ckpts for f in c.files))
     warm_probe(ckpt)
     prepare_cache(files, cache)
     resident = resident_fraction_all(files)
@@ -343,7 +368,7 @@ def load_sharded(
     def work(r: int) -> None:
         try:
             barrier.wait()
-            results[r] = load_rank(ckpt, r, world, datapath=paths[r], device=devices[r], threads=threads,
+            results[r] = load_rank(ckpts[r], r, world, datapath=paths[r], device=devices[r], threads=threads,
                                    io_size=io_size, plan=plans[r], cancel=stop, measure_costs=world == 1,
                                    options=options)
         except BaseException as e:  # noqa: BLE001 - handed to the caller below
@@ -453,6 +478,16 @@ def exchange(ckpt: Checkpoint, partition: list[list], have: dict[str, torch.Tens
     return out
 
 
+def _rank_source(source, rank: int, world: int, strided: str, vocab: str) -> tuple[Checkpoint, RankPlan]:
+    """The checkpoint rank `rank` reads and its plan: its own files of a pre-sharded set, or its slices."""
+    if not isinstance(source, Checkpoint) and is_preshard(source):
+        pset = open_set(source)
+        pset.check_world(world)
+        return rank_plan_of(pset, rank)
+    ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
+    return ckpt, rank_plan(ckpt, rank, world, strided, vocab)
+
+
 def run_rank(
     source,
     mode: str = "slice",
@@ -468,17 +503,20 @@ def run_rank(
 
     'slice': read the rank's own slices. 'share': read 1/N of the checkpoint (whole
     tensors), then `exchange`. Ranks start together after a barrier; `seconds` runs from
-    there to this rank's tensors being ready.
+    there to this rank's tensors being ready. A pre-sharded set (`gdslab reshard`) is read in
+    'slice' mode only: each rank reads its own files, whole.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     dist = _dist()
     rank, world = dist.get_rank(), dist.get_world_size()
-    ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     device = resolve_device(device)
     datapath = datapath or default_datapath(device)
     backend = str(dist.get_backend())
-    plan = rank_plan(ckpt, rank, world, strided, vocab)
+    ckpt, plan = _rank_source(source, rank, world, strided, vocab)
+    if plan.strided == "presharded" and mode == "share":
+        raise ValueError(f"{ckpt.root}: a pre-sharded set is read in 'slice' mode only (each rank reads its own "
+                         "files); there is nothing to share")
     if mode == "share":
         partition = share_partition(ckpt, world)
         reads = [TensorRead.whole(e) for e in partition[rank]]
@@ -512,7 +550,11 @@ def session(source, modes: Sequence[str] = ("slice",), repeats: int = 1, cache: 
     """
     dist = _dist()
     rank = dist.get_rank()
-    ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
+    ckpt, _ = _rank_source(source, rank, dist.get_world_size(), options.get("strided", DEFAULT_STRIDED),
+                           options.get("vocab", "split"))
+    preshard = not isinstance(source, Checkpoint) and is_preshard(source)
+    files = ([f for r in range(dist.get_world_size()) for f in open_set(source).files(r)] if preshard
+             else [f.path for f in ckpt.files])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     device = rank_device(options.get("device"), local_rank)
     options["device"] = device
@@ -522,9 +564,9 @@ def session(source, modes: Sequence[str] = ("slice",), repeats: int = 1, cache: 
         for mode in modes:
             rr = None  # drop the last run's tensors before the next run allocates its own
             if local_rank == 0:
-                prepare_cache([f.path for f in ckpt.files], cache)
+                prepare_cache(files, cache)
             _barrier(device)
-            rr = run_rank(ckpt, mode, **options)
+            rr = run_rank(source if preshard else ckpt, mode, **options)
             record = {**rr.record(), "repeat": repeat, "cache_asked": cache, "kind": "rank"}
             gathered = [None] * dist.get_world_size() if rank == 0 else None
             dist.gather_object(record, gathered, dst=0)
@@ -615,6 +657,11 @@ def run_local(source, world: int, *, modes: Sequence[str] = ("slice",), repeats:
 
     if not isinstance(world, int) or world < 1:
         raise ValueError(f"world must be a positive integer, got {world!r}")
+    if not isinstance(source, Checkpoint) and is_preshard(source):  # refuse here, not inside every rank
+        open_set(source).check_world(world)
+        if "share" in modes:
+            raise ValueError(f"{source}: a pre-sharded set is read in 'slice' mode only (each rank reads its own "
+                             "files); there is nothing to share")
     if (backend or ("nccl" if torch.cuda.is_available() else "gloo")) == "nccl":
         count = torch.cuda.device_count()
         if world > count:
@@ -661,7 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Each rank loads its tensor-parallel slice; run under "
                     "`torchrun --nproc-per-node N -m gdslab.dist CHECKPOINT` (NCCL on GPUs, gloo on CPU).")
     p.add_argument("checkpoint")
-    p.add_argument("--modes", default="slice,share", help="comma list of: " + ", ".join(MODES))
+    p.add_argument("--modes", default=None, help="comma list of: " + ", ".join(MODES)
+                   + " (default: slice,share; slice for a pre-sharded set)")
     p.add_argument("--datapath", default=None, help="default: host-direct on CPU, gds or pinned-bounce on GPU")
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--io-size", default="16MiB")
@@ -711,7 +759,8 @@ def add_subcommand(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    default = "slice" if is_preshard(args.checkpoint) else "slice,share"
+    modes = [m.strip() for m in (args.modes or default).split(",") if m.strip()]
     dist = _dist()
     try:
         device = _init(args.backend)

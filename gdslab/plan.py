@@ -7,7 +7,9 @@ Megatron-style tensor parallelism of degree N (the split every serving stack use
 - row-parallel weights (o, down) are split on dim 1, their input dimension: every row
   contributes a short run, so the slice is *strided* in the file;
 - the vocabulary tensors (embed_tokens, lm_head) are split on dim 0 or replicated, by policy;
-- norms, biases of row-parallel layers and anything unknown are replicated.
+- norms, biases of row-parallel layers and anything unknown are replicated;
+- an FP8 weight's scale (`weight_scale`, one per output channel) follows the output rows: split
+  with a column-parallel weight, replicated with a row-parallel one.
 
 Rank r owns exactly ``torch.chunk(full, N, dim)[r]``. A strided slice is read either row
 by row (``strided="rows"``: one run per row, only the bytes needed) or as one coalesced
@@ -54,6 +56,8 @@ def split_kind(name: str, ndim: int, vocab: str = "split") -> tuple[str, int | N
         raise ValueError(f"vocab policy must be one of {VOCAB_POLICIES}, got {vocab!r}")
     parts = name.split(".")
     module = parts[-2] if len(parts) >= 2 else ""
+    if parts[-1] == "weight_scale":  # an FP8 weight's per-output-channel scale follows its output rows
+        return ("column", 0) if module in COLUMN_PARALLEL and ndim >= 1 else ("replicated", None)
     if module in COLUMN_PARALLEL and ndim >= 1:
         return "column", 0  # weight (out, in) and bias (out,) both split on the output dim
     if module in ROW_PARALLEL and ndim >= 2:

@@ -35,5 +35,8 @@ def format_size(nbytes: int | float) -> str:
     """Binary units, three significant figures: 2147483648 -> '2.00 GiB'."""
     for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if abs(nbytes) >= scale:
-            return f"{nbytes / scale:.3g} {unit}" if nbytes % scale else f"{nbytes // scale} {unit}"
+            value = nbytes / scale
+            if not nbytes % scale:
+                return f"{nbytes // scale} {unit}"
+            return f"{value:.3g} {unit}" if abs(value) < 1000 else f"{value:.0f} {unit}"
     return f"{int(nbytes)} B"

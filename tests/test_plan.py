@@ -206,3 +206,47 @@ def test_sub_byte_dtype_whole_or_clear_error(tmp_path):
     assert whole.owned_nbytes == 20
     with pytest.raises(PlanError, match=r"'l.self_attn.q_proj.weight' has 4-bit elements \(F4\)"):
         rank_plan(path, 0, 2)
+
+
+# Every rank of every shape, 1-D to 4-D, column- and row-parallel, against torch.chunk (both strided modes).
+SHAPED = {
+    "model.layers.0.self_attn.q_proj.bias": (16,),                 # column, 1-D
+    "model.layers.0.self_attn.q_proj.weight": (16, 24),            # column, 2-D
+    "model.layers.0.mlp.gate_proj.weight": (8, 6, 5),              # column, 3-D
+    "model.layers.0.mlp.up_proj.weight": (8, 3, 4, 2),             # column, 4-D
+    "model.layers.0.self_attn.o_proj.weight": (24, 16),            # row, 2-D
+    "model.layers.0.mlp.down_proj.weight": (5, 8, 3),              # row, 3-D
+    "model.layers.1.self_attn.o_proj.weight": (3, 8, 2, 5),        # row, 4-D
+    "model.layers.0.self_attn.o_proj.bias": (7,),                  # row, 1-D: replicated
+    "model.layers.0.mlp.down_proj.weight_scale": (5, 1),           # a row-parallel weight's scale: replicated
+    "model.layers.0.mlp.gate_proj.weight_scale": (8, 1),           # a column-parallel weight's scale: split
+}
+
+
+@pytest.fixture(scope="module")
+def shaped(tmp_path_factory):
+    g = torch.Generator().manual_seed(9)
+    tensors = {name: torch.randn(shape, generator=g).to(torch.bfloat16) for name, shape in SHAPED.items()}
+    path = tmp_path_factory.mktemp("shaped") / "model.safetensors"
+    save_file(tensors, str(path))
+    return Checkpoint.open(path), tensors
+
+
+@pytest.mark.parametrize("world", [1, 2, 4, 8])
+@pytest.mark.parametrize("strided", STRIDED_MODES)
+def test_every_shape_every_rank_equals_torch_chunk(shaped, world, strided):
+    ckpt, full = shaped
+    for rank in range(world):
+        plan = rank_plan(ckpt, rank, world, strided)
+        got = plan.finish({r.name: file_bytes(r) for r in plan.reads})
+        for name, tensor in full.items():
+            kind, dim = split_kind(name, tensor.dim())
+            want = tensor if dim is None else torch.chunk(tensor, world, dim)[rank]
+            assert same_bytes(got[name], want), (name, list(tensor.shape), world, rank, strided)
+            assert (kind, dim) != ("row", 1) or tensor.dim() >= 2
+
+
+def test_scales_follow_their_weights():
+    assert split_kind("model.layers.3.mlp.gate_proj.weight_scale", 2) == ("column", 0)
+    assert split_kind("model.layers.3.mlp.down_proj.weight_scale", 2) == ("replicated", None)
+    assert split_kind("model.layers.3.self_attn.o_proj.weight_scale", 2) == ("replicated", None)
