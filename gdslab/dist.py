@@ -289,6 +289,7 @@ def run_record(records: Sequence[dict], seconds: float | None = None) -> dict:
         "slowest_rank": slowest["rank"], "fastest_seconds": min(r["seconds"] for r in records),
         "amplification": read / nbytes if nbytes else 0.0, "reads": sum(r.get("reads", 0) for r in records),
         "read_min": min(r.get("read_min", 0) for r in records), "read_max": max(r.get("read_max", 0) for r in records),
+        "read_median": sorted(r.get("read_median", 0) for r in records)[len(records) // 2],
         "comm_seconds": max(r["comm_seconds"] for r in records),
         "simulated": all(r["simulated"] for r in records),
         "resident_before": sum(r["resident_before"] for r in records) / len(records),

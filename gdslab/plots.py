@@ -439,6 +439,38 @@ def plot_scaling(
 
 
 
+def plot_recipe(records: Mapping[str, Mapping], checkpoint_bytes: int) -> Figure:
+    """One checkpoint loaded several ways by the same ranks: bytes read, reads per rank, time to all ready.
+
+    `records` maps a way ("span", "rows", "presharded"...) to its sharded run's record
+    (`ShardedResult.record()`); the title says where the ranks ran.
+    """
+    names = list(records)
+    recs = [dict(records[n]) for n in names]
+    fig = Figure(figsize=(10, 0.5 * len(names) + 2.2), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    colors = [("tab:green" if n.startswith("pre") else "tab:blue") for n in names]
+    panels = [
+        ([r["read_nbytes"] / checkpoint_bytes for r in recs], "bytes read by all ranks\n(× the checkpoint)", "{:.2f}×"),
+        ([r["reads"] / max(1, r["world"]) for r in recs], "reads per rank\n(log scale)", "{:.0f}"),
+        ([r["seconds"] for r in recs], "until every rank is ready (s)", "{:.3f} s"),
+    ]
+    for ax, (values, label, fmt) in zip(axes, panels):
+        bars = ax.barh(names, values, color=colors)
+        for bar, value in zip(bars, values):
+            ax.annotate(" " + fmt.format(value), (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+                        va="center", fontsize=8)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlim(0, max(values) * 1.35 if max(values) > 0 else 1)
+    axes[1].set_xscale("log")
+    axes[1].set_xlim(0.5, max(1.0, max(panels[1][0])) * 6)
+    axes[0].invert_yaxis()
+    _title(fig, "The same weights, the same ranks: sliced on the fly or pre-sharded",
+           f"{describe_ranks(recs[0])} · {format_size(checkpoint_bytes)} checkpoint")
+    return fig
+
+
 def plot_cold_start(projections: Sequence[Any]) -> Figure:
     """Horizontal bars of projected cold-start seconds (log scale), each labelled a projection.
 
@@ -468,5 +500,5 @@ def plot_cold_start(projections: Sequence[Any]) -> Figure:
 
 __all__ = [
     "describe_run", "describe_ranks", "costs_words", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
-    "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_cold_start", "STAGE_COLORS",
+    "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_recipe", "plot_cold_start", "STAGE_COLORS",
 ]

@@ -240,11 +240,13 @@ def test_two_loads_at_once_never_share_a_ring(ckpt):
 
 
 def test_options_are_the_paths_own(ckpt):
-    with pytest.raises(ValueError, match=r"host-direct has no option 'buffers_per_thread' \(its options: none\)"):
+    with pytest.raises(ValueError, match=r"host-direct has no option 'buffers_per_thread' \(its options: direct\)"):
         gdslab.load(ckpt, "host-direct", "cpu", buffers_per_thread=2)
+    with pytest.raises(ValueError, match="direct must be True or False"):
+        gdslab.load(ckpt, "host-direct", "cpu", direct="yes")
     with pytest.raises(ValueError, match="buffers_per_thread must be a positive integer"):
         gdslab.load(ckpt, "pinned-bounce", "cpu", buffers_per_thread=0)
-    assert gdslab.datapaths.get("pinned-bounce").knobs == ("threads", "io_size", "buffers_per_thread")
+    assert gdslab.datapaths.get("pinned-bounce").knobs == ("threads", "io_size", "buffers_per_thread", "direct")
     assert gdslab.datapaths.get("gds").knobs == ("threads", "io_size", "gds_threshold", "register")
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from gdslab import Checkpoint, LoadCancelled, LoadError, datapaths
 from gdslab import verify as verify_module
-from gdslab.datapaths import host_direct
+from gdslab.datapaths import direct_io  # host-direct reads through it
 from gdslab.datapaths.base import TensorRead
 from gdslab.loader import load
 from gdslab.verify import checksum, tensor_bytes, verify_tensors
@@ -87,7 +87,7 @@ def test_verify_passes_on_every_path(checkpoint, datapath):
 
 def test_verify_catches_a_corrupted_read(checkpoint, monkeypatch):
     """A reader that flips one bit: silent without verify, LoadError naming file and tensor with it."""
-    real = host_direct.pread_into
+    real = direct_io.pread_into
 
     def corrupting(fd, buffer, offset, path):
         real(fd, buffer, offset, path)
@@ -95,7 +95,7 @@ def test_verify_catches_a_corrupted_read(checkpoint, monkeypatch):
             view = memoryview(buffer).cast("B")
             view[Checkpoint.open(checkpoint)["b"].offset + 17 - offset] ^= 0x01
 
-    monkeypatch.setattr(host_direct, "pread_into", corrupting)
+    monkeypatch.setattr(direct_io, "pread_into", corrupting)
     quiet = load(checkpoint, "host-direct", "cpu", threads=2, io_size=256)
     assert not torch.equal(tensor_bytes(quiet.tensors["b"]), tensor_bytes(load_file(str(checkpoint))["b"]))
     with pytest.raises(LoadError) as caught:

@@ -167,11 +167,16 @@ class LoadJob:
         out.sort(key=lambda c: (str(c.file), c.file_offset))
         return out
 
-    def _allocate(self, shape, dtype: torch.dtype, nbytes: int, file: Path, what: str) -> torch.Tensor:
+    def _allocate(self, shape, dtype: torch.dtype, nbytes: int, file: Path, what: str, phase: int = 0) -> torch.Tensor:
+        """A destination; for O_DIRECT on the host, placed so its address agrees with its file offset mod 4 KiB."""
         start = self.log.now()
         try:
-            tensor = (empty_host(shape, dtype) if self.device.type == "cpu"
-                      else torch.empty(shape, dtype=dtype, device=self.device))
+            if self.device.type != "cpu":
+                tensor = torch.empty(shape, dtype=dtype, device=self.device)
+            elif self.options.get("direct") and phase % dtype.itemsize == 0:
+                tensor = aligned_host(nbytes, phase).view(dtype).view(shape)
+            else:
+                tensor = empty_host(shape, dtype)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             raise LoadError(file, f"cannot allocate {what} ({nbytes} bytes) on {self.device}: "
                                   f"{str(e).splitlines()[0]}") from None
@@ -184,7 +189,7 @@ class LoadJob:
         if buffer is None:
             group = self.groups[g]
             buffer = self._allocate((group.nbytes,), torch.uint8, group.nbytes, group.file,
-                                    f"{len(group.members)} coalesced tensors")
+                                    f"{len(group.members)} coalesced tensors", group.file_offset)
             self._group_buffers[g] = buffer
         return buffer
 
@@ -201,7 +206,8 @@ class LoadJob:
                         raw = self._group_buffer(g)[at:at + read.nbytes]
                         tensor = raw.view(read.dtype).view(read.shape)
                     else:
-                        tensor = self._allocate(read.shape, read.dtype, read.nbytes, read.file, f"tensor {read.name!r}")
+                        tensor = self._allocate(read.shape, read.dtype, read.nbytes, read.file, f"tensor {read.name!r}",
+                                                read.runs[0][0] if read.runs else 0)
                     self.destinations[i] = tensor
         return tensor
 
@@ -342,6 +348,25 @@ def empty_host(shape, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
             madvise(start, end - start, _MADV_HUGEPAGE)
     return tensor
 
+
+
+BLOCK = 4096  # O_DIRECT's alignment: file offsets, lengths and buffer addresses in whole blocks
+
+
+def round_down(value: int) -> int:
+    return value // BLOCK * BLOCK
+
+
+def round_up(value: int) -> int:
+    return -(-value // BLOCK) * BLOCK
+
+
+def aligned_host(nbytes: int, phase: int = 0) -> torch.Tensor:
+    """A host uint8 tensor of `nbytes` whose address is `phase` modulo 4 KiB (a file offset's, say),
+    so that O_DIRECT can read the file's aligned blocks straight into it."""
+    raw = empty_host(nbytes + BLOCK)
+    start = (phase - raw.data_ptr()) % BLOCK
+    return raw[start:start + nbytes]
 
 
 class OpenFiles:

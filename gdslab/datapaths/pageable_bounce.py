@@ -2,35 +2,39 @@
 
 Each file's bytes are read (by `threads` readers, so reading is not what differs) into
 one pageable host buffer; only then is every tensor copied to its destination. Two
-copies, no overlap between reading and copying.
+copies, no overlap between reading and copying. `direct=True` reads with O_DIRECT (as
+fastsafetensors does without GDS): the staging buffer holds the whole blocks around the bytes.
 """
 
 from __future__ import annotations
 
-from .base import Datapath, LoadJob, OpenFiles, copy_bytes, empty_host, pread_into, run_tasks
+from .base import Datapath, LoadJob, aligned_host, copy_bytes, round_down, round_up, run_tasks
+from .direct_io import DirectFiles
 
 
 class PageableBounce(Datapath):
     name = "pageable-bounce"
     description = "read each file into pageable host memory, then copy every tensor to the device: no overlap"
+    options = {"direct": False}
 
     def run(self, job: LoadJob) -> str:
         self.check(job)
-        with OpenFiles(job.files) as files:
+        piece = round_up(job.io_size)
+        with DirectFiles(job.files, job.options["direct"]) as files:
             for path in job.files:
                 mine = [i for i, r in enumerate(job.reads) if r.file == path]
                 runs = [run for i in mine for run in job.reads[i].runs if run[1]]
                 if not runs:
                     continue
-                low = min(offset for offset, _ in runs)
+                low = round_down(min(offset for offset, _ in runs))  # whole blocks, for O_DIRECT
                 high = max(offset + n for offset, n in runs)
-                staging = empty_host(high - low)
-                tasks = [(s, min(job.io_size, high - low - s)) for s in range(0, high - low, job.io_size)]
+                staging = aligned_host(round_up(high) - low)
+                tasks = [(s, min(piece, high - low - s)) for s in range(0, high - low, piece)]
 
                 def read(task, staging=staging, path=path, low=low) -> None:
                     start, n = task
                     began = job.log.now()
-                    pread_into(files.fds[path], staging[start:start + n].numpy(), low + start, path)
+                    files.read_superset(staging[start:start + round_up(n)].numpy(), low + start, n, path)
                     job.log.add("read", began, n, path, "host")
 
                 run_tasks(job, tasks, read, "gdslab-pageable")
@@ -43,6 +47,9 @@ class PageableBounce(Datapath):
                         at += n
                     job.log.add("copy", began, job.reads[i].nbytes, path, job.device, landed=True)
                 del staging
+        how = f"; {files.describe()}" if job.options["direct"] else ""
+        if job.options["direct"]:
+            job.details.update(files.record())
         if job.device.type == "cuda":
-            return "pageable-bounce (read to pageable host memory, then synchronous H2D copies)"
-        return "pageable-bounce analogue (read to a host buffer, then memcpy: two copies)"
+            return f"pageable-bounce (read to pageable host memory, then synchronous H2D copies{how})"
+        return f"pageable-bounce analogue (read to a host buffer, then memcpy: two copies{how})"

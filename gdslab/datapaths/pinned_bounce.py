@@ -14,6 +14,7 @@ A copy has landed when its CUDA event completed; its start and end are read from
 timing-enabled events on the load's clock (see `LoadJob.start_clock`), not from when a
 reader happened to notice. Without CUDA there is no page-locked memory: the same ring
 stages into ordinary host buffers and memcpys into the destination (labelled so).
+`direct=True` reads with O_DIRECT: each buffer takes the whole blocks around its chunk.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import time
 
 import torch
 
-from .base import Chunk, Datapath, LoadJob, OpenFiles, copy_bytes, empty_host, pread_into, run_tasks
+from .base import BLOCK, Chunk, Datapath, LoadJob, aligned_host, copy_bytes, round_up, run_tasks
+from .direct_io import DirectFiles
 
 BUFFERS_PER_THREAD = 2
 
@@ -76,9 +78,10 @@ class _Pool:
 
 
 def _allocate(device: torch.device, nbytes: int) -> torch.Tensor:
+    """Staging memory on 4 KiB boundaries (pinned memory is page-aligned already), so O_DIRECT can fill it."""
     if device.type == "cuda":
         return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-    return empty_host(nbytes)
+    return aligned_host(nbytes)
 
 
 POOL = _Pool()
@@ -161,7 +164,7 @@ class StagingRing:
 class PinnedBounce(Datapath):
     name = "pinned-bounce"
     description = "reader threads → ring of pinned staging buffers → async copies on CUDA streams, overlapped"
-    options = {"buffers_per_thread": BUFFERS_PER_THREAD}
+    options = {"buffers_per_thread": BUFFERS_PER_THREAD, "direct": False}
 
     def prepare(self, job: LoadJob) -> None:
         """Take (or pin) the staging ring before the clock starts: the run measures the copy, not the allocator."""
@@ -169,6 +172,8 @@ class PinnedBounce(Datapath):
         per_thread = job.options["buffers_per_thread"]
         chunks = job.chunks()
         largest = max((c.nbytes for c in chunks), default=1)
+        if job.options["direct"]:  # room for the whole blocks around a chunk, every buffer on a block boundary
+            largest = round_up(largest) + 2 * BLOCK
         ring = StagingRing(job, max(1, min(per_thread * job.threads, len(chunks))), largest)
         job.staging = ring
         job.details.update(staging_bytes=ring.nbytes, pinned_bytes=ring.nbytes if ring.cuda else 0,
@@ -184,14 +189,14 @@ class PinnedBounce(Datapath):
         self.check(job)
         ring: StagingRing = job.staging
         local = threading.local()
-        with OpenFiles(job.files) as files:
+        with DirectFiles(job.files, job.options["direct"]) as files:
 
             def bounce(chunk: Chunk) -> None:
                 k, events = ring.acquire(), None
                 try:
-                    staging = ring.buffers[k][:chunk.nbytes]
                     start = job.log.now()
-                    pread_into(files.fds[chunk.file], staging.numpy(), chunk.file_offset, chunk.file)
+                    at = files.read_superset(ring.buffers[k].numpy(), chunk.file_offset, chunk.nbytes, chunk.file)
+                    staging = ring.buffers[k][at:at + chunk.nbytes]
                     job.log.add("read", start, chunk.nbytes, chunk.file, "host")
                     dest = job.chunk_view(chunk)
                     if ring.cuda:
@@ -215,7 +220,10 @@ class PinnedBounce(Datapath):
 
             run_tasks(job, job.chunks(), bounce, "gdslab-pinned")
             ring.reap(block=True)
+        how = f"; {files.describe()}" if job.options["direct"] else ""
+        if job.options["direct"]:
+            job.details.update(files.record())
         if job.device.type == "cuda":
             return (f"pinned-bounce (pinned ring {job.options['buffers_per_thread']}x{job.threads} buffers, "
-                    "async H2D copies)")
-        return "pinned-bounce analogue (staging ring + memcpy; no page-locked memory without CUDA)"
+                    f"async H2D copies{how})")
+        return f"pinned-bounce analogue (staging ring + memcpy; no page-locked memory without CUDA{how})"
