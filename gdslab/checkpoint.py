@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,6 @@ import torch
 from .errors import CheckpointError
 
 MAX_HEADER_BYTES = 100_000_000
-MAX_JSON_DEPTH = 3
 MAX_TENSORS = 1_000_000
 MAX_RANK = 64
 MAX_DIM = 2**63 - 1  # a dimension, and the running product of the shape
@@ -174,24 +174,6 @@ class Checkpoint:
 # --- one safetensors file -------------------------------------------------------------
 
 
-def _nests_deeper_than(value, limit: int) -> bool:
-    """Whether lists and objects nest deeper than `limit` (a valid header: 3, header -> tensor -> shape).
-
-    Iterative and stopping at the limit: a header nested a few hundred levels deep parses
-    as JSON but would overflow Python's stack in a recursive walk.
-    """
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
 def _no_duplicates(path: Path):
     """JSON object hook: refuse duplicate names, and strings that are not Unicode text.
 
@@ -225,6 +207,49 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_KEY = re.compile(rb'"\s*:')  # the end of a key: a closing quote, then a colon
+
+
+def _count_keys(value) -> int:
+    """Keys in every object of a parsed header (the top level, its entries, the metadata)."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            total += len(item)
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return total
+
+
+def _parse_header(raw: bytes, path: Path):
+    """The header's JSON, refusing duplicate names and strings that are not Unicode text.
+
+    Fast path: without a backslash the header can hold no escaped quote and no escaped
+    surrogate, so every `"` followed by `:` ends a key; one C-speed `json.loads` whose
+    objects hold exactly that many keys has no duplicate anywhere. Anything else (escapes,
+    or a count that disagrees) is parsed again with a hook that checks every object.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(path, "header is not valid UTF-8") from None
+    try:
+        if b"\\" not in raw:
+            header = json.loads(text)
+            if _count_keys(header) == len(_KEY.findall(raw)):
+                return header
+        return json.loads(text, object_pairs_hook=_no_duplicates(path))
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(path, "header JSON is nested too deeply") from None
+    except ValueError as e:
+        raise CheckpointError(path, f"header is not valid JSON: {e}") from None
+
+
 def read_header(path: str | os.PathLike) -> tuple[ShardFile, list[TensorEntry]]:
     """Parse and validate one safetensors file's header; the data itself is not read."""
     path = Path(path)
@@ -252,20 +277,9 @@ def read_header(path: str | os.PathLike) -> tuple[ShardFile, list[TensorEntry]]:
         raise CheckpointError(path, "file shrank while its header was read")
     if not raw.startswith(b"{"):
         raise CheckpointError(path, "header does not start with '{': not a safetensors file")
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates(path))
-    except CheckpointError:
-        raise
-    except UnicodeDecodeError:
-        raise CheckpointError(path, "header is not valid UTF-8") from None
-    except RecursionError:
-        raise CheckpointError(path, "header JSON is nested too deeply") from None
-    except ValueError as e:
-        raise CheckpointError(path, f"header is not valid JSON: {e}") from None
+    header = _parse_header(raw, path)
     if not isinstance(header, dict):
         raise CheckpointError(path, "header JSON is not an object")
-    if _nests_deeper_than(header, MAX_JSON_DEPTH):
-        raise CheckpointError(path, f"header JSON nests deeper than {MAX_JSON_DEPTH} levels")
 
     data_start = 8 + header_len
     data_len = size - data_start
@@ -297,22 +311,29 @@ def read_header(path: str | os.PathLike) -> tuple[ShardFile, list[TensorEntry]]:
     return shard, spans
 
 
+_ENTRY_KEYS = frozenset(("dtype", "shape", "data_offsets"))
+
+
 def _entry(path: Path, name: str, info, data_start: int, data_len: int) -> TensorEntry:
-    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+    """One tensor's entry, every rule checked; the common case takes the fewest steps."""
+    if type(info) is not dict or info.keys() != _ENTRY_KEYS:
         raise CheckpointError(path, f"tensor {name!r}: expected exactly dtype, shape and data_offsets")
     dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if not isinstance(dtype_name, str) or dtype_name not in _DTYPE_BITS:
+    bits = _DTYPE_BITS.get(dtype_name) if type(dtype_name) is str else None
+    if bits is None:
         raise CheckpointError(path, f"tensor {name!r}: unknown dtype {dtype_name!r}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+    if type(shape) is not list or len(shape) > MAX_RANK:
+        if type(shape) is list:
+            raise CheckpointError(path, f"tensor {name!r}: rank {len(shape)} exceeds {MAX_RANK}")
         raise CheckpointError(path, f"tensor {name!r}: shape must be a list of non-negative integers")
-    if len(shape) > MAX_RANK:
-        raise CheckpointError(path, f"tensor {name!r}: rank {len(shape)} exceeds {MAX_RANK}")
     numel = 1
     for dim in shape:  # torch sizes are int64; the safetensors library refuses a product past 64 bits
+        if type(dim) is not int or dim < 0:
+            raise CheckpointError(path, f"tensor {name!r}: shape must be a list of non-negative integers")
         numel *= dim
-        if dim > MAX_DIM or numel > MAX_DIM:
+        if numel > MAX_DIM or dim > MAX_DIM:
             raise CheckpointError(path, f"tensor {name!r}: shape {shape} exceeds the largest tensor size (2**63-1)")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+    if type(offsets) is not list or len(offsets) != 2 or type(offsets[0]) is not int or type(offsets[1]) is not int:
         raise CheckpointError(path, f"tensor {name!r}: data_offsets must be two integers")
     begin, end = offsets
     if not 0 <= begin <= end:
@@ -322,7 +343,7 @@ def _entry(path: Path, name: str, info, data_start: int, data_len: int) -> Tenso
             path, f"tensor {name!r}: data_offsets [{begin}, {end}] outside the data region of {data_len} bytes"
             + (" (truncated file?)" if begin < data_len else "")
         )
-    bits = math.prod(shape) * _DTYPE_BITS[dtype_name]
+    bits *= numel
     if bits % 8 or end - begin != bits // 8:
         raise CheckpointError(
             path,
