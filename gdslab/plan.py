@@ -232,11 +232,11 @@ def rank_plan(
         s = tensor_slice(entry, rank, world, vocab)
         itemsize = s.itemsize
         slices.append(s)
-        runs = slice_runs(entry, s, itemsize)
-        if len(runs) == 1 or strided == "rows":
-            reads.append(TensorRead(entry.name, entry.file, entry.dtype_name, s.shape_owned, tuple(runs)))
-            continue
         outer, pitch, first, width = _blocks(entry, s, itemsize)
+        if outer <= 1 or width == pitch or width == 0 or strided == "rows":  # contiguous, or one run per row
+            reads.append(TensorRead(entry.name, entry.file, entry.dtype_name, s.shape_owned,
+                                    tuple(slice_runs(entry, s, itemsize))))
+            continue
         span = (outer - 1) * pitch + width
         reads.append(TensorRead(entry.name, entry.file, entry.dtype_name, (span // itemsize,), ((first, span),)))
         post[entry.name] = Unspan(entry.name, s.shape_owned, outer, pitch // itemsize, width // itemsize)
