@@ -471,30 +471,44 @@ def plot_recipe(records: Mapping[str, Mapping], checkpoint_bytes: int) -> Figure
     return fig
 
 
-def plot_cold_start(projections: Sequence[Any]) -> Figure:
-    """Horizontal bars of projected cold-start seconds (log scale), each labelled a projection.
+def plot_cold_start(projections: Sequence[Any], *, startup: float = 0.0) -> Figure:
+    """Horizontal bars of projected seconds (log scale), each labelled a projection, with its published figure.
 
-    `projections` are `gdslab.coldstart.ColdStart` records (bounce, tuned bounce, gds...).
+    `projections` are `gdslab.coldstart.Projection`s (or `ScenarioRow`s, whose projection is
+    used). A published figure is a black mark on its bar; `startup` (seconds, e.g. the sum of
+    `coldstart.startup()`) is drawn after the weights, in grey: the rest of a cold start.
     """
     from .coldstart import LABEL, format_seconds
 
-    fig = Figure(figsize=(8, 0.6 * len(projections) + 1.6), layout="constrained")
+    projections = [getattr(p, "projection", p) for p in projections]
+    fig = Figure(figsize=(11.5, 0.62 * len(projections) + 2.2), layout="constrained")
     ax = fig.subplots()
-    names = [f"{p.path} · {p.dtype} · {p.nodes}×{p.gpus_per_node} GPUs" + (" · calibrated" if p.measured else "")
-             for p in projections]
-    seconds = [p.seconds for p in projections]
-    colors = ["tab:green" if p.path == "gds" else "tab:red" if p.path == "bounce" else "tab:orange"
-              for p in projections]
-    bars = ax.barh(names, seconds, color=colors, hatch="//", edgecolor="white")
+    names = [_wrap(p.scenario.title, 44) + (" · calibrated" if p.measured else "") for p in projections]
+    seconds = [p.seconds if not p.unavailable else 0.0 for p in projections]
+    colors = ["tab:green" if p.scenario.loader.endswith("gds") else "tab:blue" for p in projections]
+    bars = ax.barh(names, seconds, color=colors, hatch="//", edgecolor="white", label=f"weights ({LABEL})")
+    if startup:
+        ax.barh(names, [startup if s else 0 for s in seconds], left=seconds, color="#cccccc",
+                label=f"rest of the start ({LABEL}): image, compile, graphs, KV cache")
     for bar, p in zip(bars, projections):
-        ax.annotate(f" {format_seconds(p.seconds)} ({p.label}); bound by {p.slowest.name.split(':')[0]}",
-                    (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlim(min(seconds) / 3, max(seconds) * 12)
+        text = (f" not possible: {p.unavailable}" if p.unavailable else
+                f" {format_seconds(p.seconds)}; bound by {p.slowest.binding.name}")
+        ax.annotate(text, (max(bar.get_width() + startup * bool(bar.get_width()), 1e-3),
+                           bar.get_y() + bar.get_height() / 2), va="center", fontsize=7.5)
+        published = p.scenario.published_s
+        if published:
+            y = bar.get_y() + bar.get_height() / 2
+            ax.plot([published], [y], marker="D", color="black", markersize=6, zorder=3)
+    if any(p.scenario.published_s for p in projections):
+        ax.plot([], [], marker="D", color="black", linestyle="", label="published")
+    shown = [s for s in seconds if s] + [p.scenario.published_s for p in projections if p.scenario.published_s]
+    if shown:
+        ax.set_xscale("log")
+        ax.set_xlim(min(shown) / 3, (max(shown) + startup) * 60)
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds until the weights are in HBM ({LABEL}, log scale)")
-    models = sorted({p.model for p in projections})
-    ax.set_title(f"Cold start of {', '.join(models)}: {LABEL}, not a measurement")
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    ax.set_title(f"Cold starts: {LABEL}s beside what was published (a {LABEL}, not a measurement)", fontsize=10)
     return fig
 
 

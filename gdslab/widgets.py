@@ -333,4 +333,118 @@ def live_load(source: Any, blocking: bool = False, *, max_fps: float = 10.0, dis
     return live.start()
 
 
-__all__ = ["LiveLoad", "live_load"]
+
+
+
+# --- the cold-start model's knobs -------------------------------------------------------------
+
+
+class ColdStartExplorer:
+    """The cold-start model's choices that matter, as controls; the projection and its chart follow them.
+
+    Starts from a preset (default: the published GDS set-up) and changes what a reader would:
+    the client's path (TCP, EFA, EFA with GDS), the file system's capacity and tier, the
+    weights' dtype, their layout (pre-sharded, sliced on the fly, whole files), the loader.
+    Everything shown is labelled a projection. `set(...)` changes controls from code (tests,
+    headless runs); `.projection` is the current one.
+    """
+
+    CAPACITIES = (4.8, 9.6, 24.0, 48.0, 96.0, 192.0, 480.0)
+    TIERS = (125.0, 250.0, 500.0, 1000.0)
+
+    def __init__(self, inputs=None, scenario=None):
+        from . import coldstart as cs
+
+        self.cs = cs
+        self.inputs = inputs if inputs is not None else cs.Inputs()
+        self.base = scenario if scenario is not None else cs.presets()[0]
+        storage = self.base.storage
+        self.values = {"model": self.base.model, "dtype": self.base.dtype, "client": storage.client,
+                       "capacity_tib": storage.capacity_tib or 96.0, "tier": storage.tier_mbps_per_tib,
+                       "layout": self.base.layout, "loader": self.base.loader}
+        self.projection = None
+        self.figure = None
+        self.widget = self._build()
+        self.update()
+
+    def scenario(self):
+        """The scenario the controls describe (the published FSx measurement applies only to its own set-up)."""
+        v, cs = self.values, self.cs
+        published = v["capacity_tib"] == 96.0 and v["tier"] == 1000.0 and v["client"] != "tcp"
+        storage = cs.Storage("fsx-lustre", v["client"], v["capacity_tib"], v["tier"], measured=published)
+        return cs.Scenario("explorer", "your choice", model=v["model"], dtype=v["dtype"], layout=v["layout"],
+                           storage=storage, loader=v["loader"])
+
+    def set(self, **values) -> "ColdStartExplorer":
+        unknown = set(values) - set(self.values)
+        if unknown:
+            raise ValueError(f"no control named {', '.join(sorted(unknown))}; controls: {', '.join(self.values)}")
+        self.values.update(values)
+        for name, value in values.items():
+            if self.controls is not None:
+                self.controls[name].value = value  # the observer recomputes
+        if self.controls is None:
+            self.update()
+        return self
+
+    def update(self, *_):
+        from .plots import plot_cold_start
+
+        if self.controls is not None:
+            self.values.update({name: c.value for name, c in self.controls.items()})
+        self.projection = self.cs.project(self.scenario(), self.inputs)
+        startup = sum(step.seconds for step in self.cs.startup(self.inputs))
+        self.figure = plot_cold_start([self.projection], startup=startup)
+        if self.output is not None and _in_kernel():
+            from IPython.display import display
+
+            with self.output:
+                self.output.clear_output(wait=True)
+                print(self.projection.summary())
+                if not self.projection.unavailable:
+                    print(f"    with the rest of a server's start: "
+                          f"{self.cs.format_seconds(self.cs.time_to_serve(self.projection, self.inputs))} "
+                          f"until it serves ({self.cs.LABEL})")
+                display(self.figure)
+        return self.projection
+
+    def _build(self):
+        self.controls, self.output = None, None
+        try:
+            import ipywidgets as w
+        except ImportError:
+            return None
+        cs = self.cs
+        style = {"description_width": "150px"}
+        self.controls = {
+            "model": w.ToggleButtons(options=["llama-3.1-405b", "llama-3.1-70b"], value=self.values["model"],
+                                     description="model", style=style),
+            "dtype": w.ToggleButtons(options=["bf16", "fp8_e4m3"], value=self.values["dtype"],
+                                     description="weights", style=style),
+            "client": w.ToggleButtons(options=list(cs.CLIENTS), value=self.values["client"],
+                                      description="client path", style=style),
+            "capacity_tib": w.SelectionSlider(options=list(self.CAPACITIES), value=self.values["capacity_tib"],
+                                              description="FSx capacity (TiB)", style=style),
+            "tier": w.ToggleButtons(options=list(self.TIERS), value=self.values["tier"],
+                                    description="tier (MB/s/TiB)", style=style),
+            "layout": w.ToggleButtons(options=list(cs.LAYOUTS), value=self.values["layout"],
+                                      description="layout", style=style),
+            "loader": w.Dropdown(options=[n for n in cs.LOADERS if n != "s5cmd"], value=self.values["loader"],
+                                 description="loader", style=style),
+        }
+        self.output = w.Output()
+        for control in self.controls.values():
+            control.observe(self.update, names="value")
+        return w.VBox([*self.controls.values(), self.output])
+
+
+def coldstart_explorer(inputs=None, scenario=None, display: bool = True) -> ColdStartExplorer:
+    """Controls for the cold-start model (`ColdStartExplorer`), shown in a notebook."""
+    explorer = ColdStartExplorer(inputs, scenario)
+    if display and _in_kernel() and explorer.widget is not None:
+        from IPython.display import display as show
+
+        show(explorer.widget)
+    return explorer
+
+__all__ = ["LiveLoad", "live_load", "ColdStartExplorer", "coldstart_explorer"]

@@ -211,3 +211,16 @@ def test_scaling_lines_with_ideal():
     assert measured.lines[0].get_ydata().tolist() == [10.5, 20.5, 40.5]
     assert ax.get_xlabel() == "GPUs" and ax.get_ylabel().startswith("throughput (GB/s")
     assert "cuda:0" in title(fig)
+
+
+def test_cold_start_chart_marks_published_figures_and_the_rest_of_the_start():
+    from gdslab import coldstart as cs
+
+    rows = cs.scenarios()
+    fig = plots.plot_cold_start(rows, startup=100.0)
+    ax = fig.axes[0]
+    published = [line for line in ax.get_lines() if line.get_marker() == "D" and len(line.get_xdata())]
+    assert sorted(line.get_xdata()[0] for line in published) == sorted(r.published_s for r in rows if r.published_s)
+    assert "projection" in ax.get_title() and ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("rest of the start" in t for t in labels) and "published" in labels

@@ -202,3 +202,21 @@ def test_wait_with_a_timeout_while_the_load_runs(checkpoint):
     with pytest.raises(TimeoutError):
         live.wait(timeout=0.05)
     assert live.wait().nbytes == live.total
+
+
+def test_coldstart_explorer_follows_its_controls():
+    from gdslab import coldstart as cs
+    from gdslab.widgets import ColdStartExplorer
+
+    explorer = ColdStartExplorer()
+    assert explorer.widget is not None and set(explorer.controls) == set(explorer.values)
+    base = explorer.projection
+    assert base.scenario.storage.measured and base.label == cs.LABEL
+    assert explorer.set(client="tcp").projection.unavailable  # GDS on Lustre needs EFA
+    halved = explorer.set(client="efa+gds", capacity_tib=48.0).projection
+    assert halved.seconds == pytest.approx(halved.nbytes / 48e9)  # capacity × tier binds once not the published FS
+    explorer.controls["dtype"].value = "bf16"  # a click in the front end does the same
+    assert explorer.projection.scenario.dtype == "bf16" and explorer.projection.nbytes > halved.nbytes
+    assert "projection" in explorer.figure.axes[0].get_title()
+    with pytest.raises(ValueError, match="no control named"):
+        explorer.set(speed=9)
