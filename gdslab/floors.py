@@ -2,6 +2,8 @@
 
 - the **read floor**: a plain multi-threaded `os.preadv` of the same files into fresh
   buffers — what storage (or the page cache) gives with no loader at all;
+- the **direct-read floor**: the same with O_DIRECT into reused aligned buffers — the
+  storage's own limit with the page cache out of the way (what GDS, and `direct=True`, face);
 - the **host→device ceilings**: `copy_` of a pinned and of a pageable host buffer to the
   GPU — what the link gives a bounce path at best.
 
@@ -75,6 +77,56 @@ def read_floor(files: list[str | Path], threads: int = 8, io_size: int | str = "
             os.close(fd)
 
 
+def direct_read_floor(files: list[str | Path], threads: int = 8, io_size: int | str = "16MiB") -> FloorResult:
+    """Read whole files with `threads` threads of O_DIRECT `os.preadv` into one reused aligned buffer each.
+
+    Bytes go nowhere after the read: this is the drive's rate without the page cache, the
+    physical floor a cold direct load is measured against. Raises OSError where the file
+    system refuses O_DIRECT.
+    """
+    from .datapaths.base import aligned_host, round_up
+
+    piece = round_up(parse_size(io_size))
+    fds = [os.open(f, os.O_RDONLY | os.O_DIRECT) for f in files]
+    try:
+        sizes = [os.fstat(fd).st_size for fd in fds]
+        tasks = iter([(fd, off) for fd, size in zip(fds, sizes) for off in range(0, size, piece)])
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            buffer = memoryview(aligned_host(piece).numpy())
+            try:
+                while True:
+                    with lock:
+                        task = next(tasks, None)
+                    if task is None:
+                        return
+                    fd, off = task
+                    done = 0
+                    while done < piece:
+                        n = os.preadv(fd, [buffer[done:]], off + done)
+                        if n == 0:
+                            break
+                        done += n
+            except BaseException as e:  # noqa: BLE001 - re-raised by the caller
+                errors.append(e)
+
+        start = time.perf_counter()
+        workers = [threading.Thread(target=worker, name=f"gdslab-direct-floor-{k}") for k in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        seconds = time.perf_counter() - start
+        if errors:
+            raise errors[0]
+        return FloorResult(f"direct-read floor (O_DIRECT, {threads} threads)", sum(sizes), seconds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def h2d_ceiling(device: str | torch.device = "cuda:0", nbytes: int | str = "1GiB", pinned: bool = True,
                 repeats: int = 3) -> FloorResult:
     """Best of `repeats` host→device copies of one `nbytes` buffer (pinned or pageable)."""
@@ -97,4 +149,4 @@ def h2d_ceiling(device: str | torch.device = "cuda:0", nbytes: int | str = "1GiB
     return FloorResult(f"H2D copy ceiling ({kind})", nbytes, best)
 
 
-__all__ = ["FloorResult", "read_floor", "h2d_ceiling"]
+__all__ = ["FloorResult", "read_floor", "direct_read_floor", "h2d_ceiling"]

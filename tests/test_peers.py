@@ -138,7 +138,7 @@ def test_missing_package_is_unavailable_with_the_reason():
 
 def test_compare_benchmark_tiny(tmp_path):
     """The comparison benchmark end to end at 2 MiB: every contender measured and checked bit-exact."""
-    from gdslab.compare import FLOOR, add_arguments, run
+    from gdslab.compare import DIRECT, DIRECT_FLOOR, FLOOR, add_arguments, run
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -150,10 +150,12 @@ def test_compare_benchmark_tiny(tmp_path):
     page = out.read_text()
     assert "Command: `test`" in page and "## Targets" in page
     rows = [line for line in page.splitlines() if line.startswith("| ") and "GB/s" not in line]
-    measured = [r for r in rows if r.split("|")[1].strip() in (FLOOR, "host-direct", "safetensors", *PEERS)]
-    assert measured, page
+    measured = [r for r in rows if r.split("|")[1].strip() in (FLOOR, DIRECT_FLOOR, "host-direct", DIRECT,
+                                                                  "safetensors", *PEERS)]
+    assert {r.split("|")[1].strip() for r in measured} >= {FLOOR, DIRECT_FLOOR, "host-direct", DIRECT}, page
     for row in measured:
         cells = [c.strip() for c in row.split("|")]
-        if cells[1] != FLOOR and "not measured" not in row:
+        if cells[1] not in (FLOOR, DIRECT_FLOOR) and "not measured" not in row:
             assert cells[7] == "bit-exact", row
+    assert "O_DIRECT 100% of bytes" in page  # the direct contender says O_DIRECT really ran
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) >= 2 * 3
