@@ -25,6 +25,7 @@ from .checkpoint import Checkpoint
 from .costs import LoadCosts
 from .datapaths.base import LoadJob, TensorRead
 from .errors import DatapathUnavailable, GdslabError, LoadCancelled, LoadError
+from .pausegc import paused_gc
 from .profile import Event, EventLog
 from .sizes import format_size, parse_size
 
@@ -112,9 +113,8 @@ def usable_device_memory(free: int, reserved: int, allocated: int) -> int:
     return free + max(0, reserved - allocated)
 
 
-def _check_fits(reads: list[TensorRead], device: torch.device, source: Path) -> None:
-    """Refuse, before reading a byte, a destination that cannot fit where it must go."""
-    need = sum(r.nbytes for r in reads)
+def _check_fits(need: int, device: torch.device, source: Path) -> None:
+    """Refuse, before reading a byte, a destination of `need` bytes that cannot fit where it must go."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         free = usable_device_memory(free, torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device))
@@ -172,6 +172,12 @@ def load(
     and the path's staging is ready (`Datapath.prepare`), and stops when every byte has
     landed. `measure_costs` records the memory the load needed besides the weights.
     """
+    with paused_gc():  # many tensors make many small objects, none in a cycle: collect once, afterwards
+        return _load(source, datapath, device, threads, io_size, reads, log, cancel, verify, measure_costs, options)
+
+
+def _load(source, datapath, device, threads, io_size, reads, log, cancel, verify, measure_costs,
+          options) -> LoadResult:
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     device = resolve_device(device)
     path = datapaths.get(datapath)
@@ -181,9 +187,10 @@ def load(
     if io_size < 1:
         raise ValueError("io_size must be at least 1 byte")
     options = path.resolve_options(options)
-    reads = list(reads) if reads is not None else [TensorRead.whole(e) for e in ckpt.tensors]
+    reads = list(reads) if reads is not None else TensorRead.all_of(ckpt.tensors)
+    nbytes = sum(r.nbytes for r in reads)
     path.check(LoadJob([], device, threads, io_size, EventLog(), threading.Event()))
-    _check_fits(reads, device, ckpt.root)
+    _check_fits(nbytes, device, ckpt.root)
 
     from .probe import probe
 
@@ -192,7 +199,7 @@ def load(
     resident = resident_fraction_all(files)
     log = log if log is not None else EventLog()
     job = LoadJob(reads, device, threads, io_size, log, cancel if cancel is not None else threading.Event(),
-                  options=options, coalesce_below=path.coalesce_below)
+                  options=options, coalesce_below=path.coalesce_below, known_files=files)
     for shard in ckpt.files:  # a table is a plan: refuse to read a file that changed since
         why = shard.changed() if shard.path in files else None
         if why:
@@ -231,7 +238,6 @@ def load(
         raise LoadError(ckpt.root, f"{datapath} failed: {type(e).__name__}: {e}") from None
     finally:
         job.destinations = []
-    nbytes = sum(r.nbytes for r in reads)
     details = dict(job.details)
     if measure_costs:
         details.update(costs.costs(nbytes if device.type == "cpu" else 0).record())

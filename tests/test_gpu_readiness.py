@@ -309,3 +309,25 @@ def test_gds_run_reports_its_byte_split(ckpt):
     assert (record["gds_kind"] == "GDS proper") == (record["gds_share"] >= GDS_PROPER)
     reads = [e for e in run.events if e.stage == "read"]
     assert sum(e.nbytes for e in reads) == run.nbytes and all(0 <= e.start <= e.end for e in reads)
+    plan = LoadJob(TensorRead.all_of(gdslab.Checkpoint.open(ckpt).tensors), torch.device("cpu"), 4, 1 << 20,
+                   EventLog(), threading.Event(), coalesce_below=gdslab.datapaths.get("gds").coalesce_below)
+    assert len(reads) == len(plan.chunks())  # one cuFile read per planned (coalesced) run, no more
+
+
+def test_a_gds_plan_issues_one_read_per_coalesced_run(tmp_path):
+    """Thousands of small tensors back to back: the gds plan reads them in a few io_size-bounded runs."""
+    from gdslab import datapaths
+
+    g = torch.Generator().manual_seed(4)
+    path = tmp_path / "many.safetensors"
+    save_file({f"t{k:05d}": torch.randn(5, generator=g) for k in range(5000)}, str(path))
+    ckpt = gdslab.Checkpoint.open(path)
+    io_size = 16 << 10
+    job = LoadJob(TensorRead.all_of(ckpt.tensors), torch.device("cpu"), 2, io_size, EventLog(), threading.Event(),
+                  coalesce_below=datapaths.get("gds").coalesce_below)
+    total = sum(e.nbytes for e in ckpt.tensors)
+    largest = max(e.nbytes for e in ckpt.tensors)
+    reads = job.chunks()
+    assert sum(c.nbytes for c in reads) == total
+    assert len(reads) <= -(-total // (io_size - largest))  # each read is filled to within one tensor of io_size
+    assert len(reads) < len(ckpt.tensors) / 100

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -25,9 +25,12 @@ from ..errors import DatapathUnavailable, LoadCancelled, LoadError
 from ..profile import EventLog
 
 
-@dataclass(frozen=True)
-class TensorRead:
-    """One destination tensor and where its bytes lie: `runs` are (file offset, nbytes), in order."""
+class TensorRead(NamedTuple):
+    """One destination tensor and where its bytes lie: `runs` are (file offset, nbytes), in order.
+
+    A named tuple rather than a dataclass: a checkpoint of 100,000 tensors makes 100,000 of
+    them per load, and a tuple is built in C.
+    """
 
     name: str
     file: Path
@@ -39,9 +42,15 @@ class TensorRead:
     def whole(cls, entry: TensorEntry) -> "TensorRead":
         return cls(entry.name, entry.file, entry.dtype_name, entry.shape, ((entry.offset, entry.nbytes),))
 
+    @classmethod
+    def all_of(cls, entries) -> list["TensorRead"]:
+        """Every entry read whole (the common case, built in one pass)."""
+        return [cls(name, file, dtype, shape, ((offset, nbytes),)) for name, file, offset, nbytes, dtype, shape in entries]
+
     @property
     def nbytes(self) -> int:
-        return sum(n for _, n in self.runs)
+        runs = self.runs
+        return runs[0][1] if len(runs) == 1 else sum(n for _, n in runs)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -104,6 +113,7 @@ class LoadJob:
     cancel: threading.Event
     options: dict = field(default_factory=dict)
     coalesce_below: int = 0
+    known_files: list[Path] | None = None  # the reads' files, when the caller worked them out already
     destinations: list[torch.Tensor | None] = field(default_factory=list)
     details: dict = field(default_factory=dict)
     staging: object = None  # what `Datapath.prepare` set up before the clock started
@@ -112,6 +122,7 @@ class LoadJob:
     _alloc_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
+        self._files: list[Path] | None = self.known_files
         self.destinations = [None] * len(self.reads)
         self.groups: list[Group] = self._plan_groups() if self.coalesce_below > 0 else []
         self.member_of: dict[int, tuple[int, int]] = {
@@ -119,38 +130,44 @@ class LoadJob:
         self._group_buffers: list[torch.Tensor | None] = [None] * len(self.groups)
 
     def _plan_groups(self) -> list[Group]:
-        """Runs of back-to-back small tensors in each file, each group at most `io_size` bytes."""
-        small = []
-        for i, read in enumerate(self.reads):
-            if len(read.runs) != 1 or not 0 < read.nbytes < self.coalesce_below or DTYPES[read.dtype_name] is None:
-                continue
-            small.append((str(read.file), read.runs[0][0], i))
-        small.sort()
-        groups, current = [], []
+        """Runs of back-to-back small tensors, each group at most `io_size` bytes, in one pass.
+
+        Reads are grouped as they come (a checkpoint's, and a plan's, come in file and offset
+        order): two reads join when the second starts where the first ends in the same file.
+        """
+        limit, io_size = self.coalesce_below, self.io_size
+        itemsizes = {name: dtype.itemsize for name, dtype in DTYPES.items() if dtype is not None}
+        groups: list[Group] = []
+        current: list[tuple[int, int]] = []
+        file, start, end = None, -1, -1
 
         def close() -> None:
             if len(current) > 1:
-                start = self.reads[current[0]].runs[0][0]
-                members = tuple((i, self.reads[i].runs[0][0] - start) for i in current)
-                end = self.reads[current[-1]].runs[0][0] + self.reads[current[-1]].nbytes
-                groups.append(Group(self.reads[current[0]].file, start, end - start, members))
+                groups.append(Group(file, start, end - start, tuple((i, offset - start) for i, offset in current)))
             current.clear()
 
-        for _, offset, i in small:
-            read = self.reads[i]
-            if current:
-                last = self.reads[current[-1]]
-                start = self.reads[current[0]].runs[0][0]
-                adjacent = last.file == read.file and last.runs[0][0] + last.nbytes == offset
-                if not adjacent or offset + read.nbytes - start > self.io_size or (offset - start) % read.dtype.itemsize:
+        for i, (_, path, dtype_name, _, runs) in enumerate(self.reads):
+            itemsize = itemsizes.get(dtype_name)
+            if len(runs) != 1 or not 0 < runs[0][1] < limit or itemsize is None:
+                if current:
                     close()
-            current.append(i)
+                continue
+            offset, nbytes = runs[0]
+            if not current or offset != end or path != file or offset + nbytes - start > io_size \
+                    or (offset - start) % itemsize:
+                close()
+                file, start = path, offset
+            current.append((i, offset))
+            end = offset + nbytes
         close()
         return groups
 
     @property
     def files(self) -> list[Path]:
-        return list(dict.fromkeys(r.file for r in self.reads))
+        """The files the reads touch, in first-seen order (worked out once)."""
+        if self._files is None:
+            self._files = list(dict.fromkeys(r.file for r in self.reads))
+        return self._files
 
     def chunks(self) -> list[Chunk]:
         """Runs split into tasks of at most io_size bytes (a group is one task), in file then offset order."""
@@ -184,12 +201,30 @@ class LoadJob:
         return tensor
 
     def _group_buffer(self, g: int) -> torch.Tensor:
-        """The shared allocation of group `g` (caller holds the allocation lock)."""
+        """The shared allocation of group `g`, its members' tensors made with it (caller holds the lock)."""
         buffer = self._group_buffers[g]
         if buffer is None:
             group = self.groups[g]
-            buffer = self._allocate((group.nbytes,), torch.uint8, group.nbytes, group.file,
+            padded = -(-group.nbytes // 8) * 8  # whole 8-byte words: a typed view of the buffer for every dtype
+            buffer = self._allocate((padded,), torch.uint8, padded, group.file,
                                     f"{len(group.members)} coalesced tensors", group.file_offset)
+            reads, destinations, members = self.reads, self.destinations, group.members
+            k = 0
+            while k < len(members):  # members of one dtype, back to back: one split makes all their views
+                dtype_name = reads[members[k][0]].dtype_name
+                end = k
+                while end < len(members) and reads[members[end][0]].dtype_name == dtype_name:
+                    end += 1
+                run = members[k:end]
+                dtype = reads[run[0][0]].dtype
+                first = run[0][1]
+                last = members[end][1] if end < len(members) else group.nbytes  # members lie back to back
+                bounds = [at for _, at in run] + [last]
+                sizes = [(b - a) // dtype.itemsize for a, b in zip(bounds, bounds[1:])]
+                for (i, _), piece in zip(run, buffer[first:last].view(dtype).split_with_sizes(sizes)):
+                    shape = reads[i].shape
+                    destinations[i] = piece if len(shape) == 1 else piece.view(shape)
+                k = end
             self._group_buffers[g] = buffer
         return buffer
 
@@ -200,15 +235,14 @@ class LoadJob:
             with self._alloc_lock:
                 tensor = self.destinations[i]
                 if tensor is None:
-                    read = self.reads[i]
                     if i in self.member_of:
-                        g, at = self.member_of[i]
-                        raw = self._group_buffer(g)[at:at + read.nbytes]
-                        tensor = raw.view(read.dtype).view(read.shape)
+                        self._group_buffer(self.member_of[i][0])
+                        tensor = self.destinations[i]
                     else:
+                        read = self.reads[i]
                         tensor = self._allocate(read.shape, read.dtype, read.nbytes, read.file, f"tensor {read.name!r}",
                                                 read.runs[0][0] if read.runs else 0)
-                    self.destinations[i] = tensor
+                        self.destinations[i] = tensor
         return tensor
 
     def allocate_all(self) -> None:
@@ -229,8 +263,7 @@ class LoadJob:
     def chunk_view(self, chunk: Chunk) -> torch.Tensor:
         """The flat uint8 destination bytes that `chunk` fills."""
         if chunk.group >= 0:
-            for i, _ in self.groups[chunk.group].members:
-                self.destination(i)  # the members' views (and so the shared buffer) exist from here on
+            self.destination(chunk.read)  # the group's buffer and its members' tensors exist from here on
             whole = self._group_buffers[chunk.group]
         else:
             whole = self.destination_bytes(chunk.read)
@@ -255,7 +288,11 @@ class LoadJob:
 
     def result(self) -> dict[str, torch.Tensor]:
         """Name -> tensor; destinations never touched (zero bytes) are allocated here."""
-        return {read.name: self.destination(i) for i, read in enumerate(self.reads)}
+        destinations = self.destinations
+        for i, tensor in enumerate(destinations):
+            if tensor is None:
+                self.destination(i)
+        return dict(zip([read.name for read in self.reads], destinations))
 
 
 class Datapath:
@@ -348,6 +385,15 @@ def empty_host(shape, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
             madvise(start, end - start, _MADV_HUGEPAGE)
     return tensor
 
+
+
+@functools.lru_cache(maxsize=4096)
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(strides))
 
 
 BLOCK = 4096  # O_DIRECT's alignment: file offsets, lengths and buffer addresses in whole blocks
