@@ -8,8 +8,9 @@ into a fresh destination of three kinds, interleaved:
   pages (2 MiB), so the destination faults in 2 MiB at a time;
 - `torch.empty`: plain torch host memory (gdslab's destinations before b2ad4b2): 4 KiB
   pages, one fault each;
-- `gdslab.datapaths.base.empty_host`: `torch.empty` + `madvise(MADV_HUGEPAGE)` before the
-  first touch, what gdslab's host destinations and staging use since then.
+- `gdslab.datapaths.base.empty_host(huge_pages=True)`: `torch.empty` + `madvise(MADV_HUGEPAGE)`
+  before the first touch (gdslab asks for it only where the kernel's defrag setting cannot
+  make the faulting thread compact memory: see `huge_pages_without_stalls`).
 It prints GB/s and the minor page faults the read took (getrusage). On a machine whose
 `/sys/kernel/mm/transparent_hugepage/enabled` is `never`, the advice does nothing.
 """
@@ -39,7 +40,7 @@ def fresh(kind: str, nbytes: int):
     if kind == "numpy.empty":
         return np.empty(nbytes, dtype=np.uint8)
     if kind == "gdslab empty_host":
-        return empty_host(nbytes).numpy()
+        return empty_host(nbytes, huge_pages=True).numpy()
     return torch.empty(nbytes, dtype=torch.uint8).numpy()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .datapaths.base import empty_host
 from .sizes import parse_size
 
 
@@ -46,7 +47,9 @@ def read_floor(files: list[str | Path], threads: int = 8, io_size: int | str = "
     fds = [os.open(f, os.O_RDONLY) for f in files]
     try:
         start = time.perf_counter()
-        buffers = [np.empty(os.fstat(fd).st_size, dtype=np.uint8) for fd in fds]
+        # fresh buffers, allocated as gdslab allocates its destinations (numpy.empty would ask for huge
+        # pages, and on most kernels the faulting thread then compacts memory: floors that swing)
+        buffers = [empty_host(os.fstat(fd).st_size).numpy() for fd in fds]
         tasks = iter([(fd, buf, off) for fd, buf in zip(fds, buffers) for off in range(0, len(buf), io_size)])
         lock = threading.Lock()
 
@@ -84,7 +87,7 @@ def direct_read_floor(files: list[str | Path], threads: int = 8, io_size: int | 
     physical floor a cold direct load is measured against. Raises OSError where the file
     system refuses O_DIRECT.
     """
-    from .datapaths.base import aligned_host, round_up
+    from .datapaths.base import aligned_host, round_up  # noqa: F811 - beside empty_host
 
     piece = round_up(parse_size(io_size))
     fds = [os.open(f, os.O_RDONLY | os.O_DIRECT) for f in files]

@@ -368,16 +368,38 @@ def _madvise():
     return libc.madvise
 
 
-def empty_host(shape, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
-    """`torch.empty` on the host, backed by transparent huge pages where the kernel allows.
+@functools.lru_cache(maxsize=1)
+def huge_pages_without_stalls() -> bool:
+    """Whether asking for transparent huge pages cannot stall the asking thread.
+
+    With `/sys/kernel/mm/transparent_hugepage/defrag` at `madvise`, `always` or
+    `defer+madvise`, a thread that advised huge pages compacts memory itself when none is
+    free; once the page cache fills memory that costs seconds of CPU per GiB (measured
+    here: a warm 4 GiB host-direct load fell from 2.5–3.6 to 1.0–1.75 GB/s, with 8 s of
+    CPU instead of 3). Only `defer` and `never` leave compaction to the kernel's threads.
+    """
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/defrag") as f:
+            mode = f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return False
+    return mode in ("defer", "never")
+
+
+def empty_host(shape, dtype: torch.dtype = torch.uint8, huge_pages: bool | None = None) -> torch.Tensor:
+    """`torch.empty` on the host, backed by transparent huge pages where that cannot stall.
 
     Filling fresh memory costs a page fault per 4 KiB page; with 2 MiB pages there are
-    512 times fewer (numpy asks the same for its large arrays; torch's allocator does not;
-    `benchmarks/page_faults.py` counts them). Advice only: without THP nothing changes.
+    512 times fewer (`benchmarks/page_faults.py` counts them). But asking for them makes the
+    faulting thread compact memory itself on most kernels' settings, so by default the
+    advice is given only where it cannot stall (`huge_pages_without_stalls`); True or
+    False decide. Advice only: without THP nothing changes.
     """
     tensor = torch.empty(shape, dtype=dtype)
     nbytes = tensor.numel() * tensor.element_size()
-    madvise = _madvise() if nbytes >= 2 * _HUGE_PAGE else None
+    if huge_pages is None:
+        huge_pages = huge_pages_without_stalls()
+    madvise = _madvise() if huge_pages and nbytes >= 2 * _HUGE_PAGE else None
     if madvise is not None:
         start = (tensor.data_ptr() + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)
         end = (tensor.data_ptr() + nbytes) & ~(_HUGE_PAGE - 1)
