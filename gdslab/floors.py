@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .datapaths.base import empty_host
@@ -87,7 +86,7 @@ def direct_read_floor(files: list[str | Path], threads: int = 8, io_size: int | 
     physical floor a cold direct load is measured against. Raises OSError where the file
     system refuses O_DIRECT.
     """
-    from .datapaths.base import aligned_host, round_up  # noqa: F811 - beside empty_host
+    from .datapaths.base import aligned_host, round_up
 
     piece = round_up(parse_size(io_size))
     fds = [os.open(f, os.O_RDONLY | os.O_DIRECT) for f in files]
