@@ -37,8 +37,13 @@ test-browser: $(STAMP)
 	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install -q playwright
 	$(NOTEBOOK_TEST) $(BIN)/python tests_browser/run_browser_check.py
 
+# JupyterLab on notebooks/; as root (containers, workshop images) it needs --allow-root. It prints its URL.
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+LAB_ARGS  ?=
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	@echo "Starting JupyterLab on notebooks/ (open the http://127.0.0.1:... URL it prints)"
+	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) results checkpoints

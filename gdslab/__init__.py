@@ -3,7 +3,7 @@
 from . import coldstart, datapaths
 from .cache import CacheError, evict, resident_fraction
 from .checkpoint import Checkpoint, TensorEntry, read_header
-from .dist import ShardedResult, load_sharded
+from .sharded import ShardedResult, load_sharded
 from .errors import CheckpointError, DatapathUnavailable, GdslabError, LoadCancelled, LoadError
 from .lab import show_figures_inline as _show_figures_inline
 from .loader import LoadResult, load

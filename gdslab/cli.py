@@ -52,6 +52,22 @@ def cmd_env(args) -> int:
     return 0
 
 
+def best_datapath(device) -> tuple[str, str]:
+    """The fastest path for a device, and why: host-direct on a host; gds where GDS is ready, else pinned-bounce."""
+    from . import datapaths
+    from .probe import probe
+
+    if device.type == "cpu":
+        return "host-direct", "the one-copy path into host memory"
+    gds = datapaths.get("gds").info(device)
+    if gds.available:
+        verdict = probe().gds_state
+        if verdict == "ready":
+            return "gds", "the probe says GDS is ready here"
+        return "pinned-bounce", f"KvikIO reads here but GDS is {verdict} (its compatibility mode is a bounce)"
+    return "pinned-bounce", f"gds cannot run here: {gds.reason}"
+
+
 def cmd_load(args) -> int:
     import time
 
@@ -61,12 +77,20 @@ def cmd_load(args) -> int:
     from .checkpoint import Checkpoint
     from .loader import BackgroundLoad
 
+    from .devices import resolve_device
+    from .sizes import format_size
+
     ckpt = Checkpoint.open(args.source)
+    device = resolve_device(args.device)
+    datapath, why = (args.datapath, "asked for") if args.datapath else best_datapath(device)
+    dtypes = ", ".join(f"{k}×{v}" for k, v in sorted(ckpt.dtype_counts().items()))
+    print(f"{ckpt.root}: {format_size(ckpt.nbytes)} in {len(ckpt.files)} file(s), {len(ckpt.tensors)} tensors "
+          f"({dtypes}) → {device} by {datapath} ({why})", flush=True)
     if args.cold:
         evict_all(f.path for f in ckpt.files)
-    run = BackgroundLoad(ckpt, datapath=args.datapath, device=args.device, threads=args.threads,
+    run = BackgroundLoad(ckpt, datapath=datapath, device=device, threads=args.threads,
                          io_size=args.io_size, **_options(args.option, many=False))
-    with tqdm(total=run.total, unit="B", unit_scale=True, unit_divisor=1000, desc=args.datapath) as bar:
+    with tqdm(total=run.total, unit="B", unit_scale=True, unit_divisor=1000, desc=datapath) as bar:
         try:
             while not run.done:
                 time.sleep(0.1)
@@ -124,7 +148,8 @@ def cmd_sweep(args) -> int:
         names = [i.name for i in datapaths.available(resolve_device(args.device))]
     grid = Grid(datapaths=names, io_sizes=_list(args.io_sizes), threads=_list(args.threads, int),
                 shards=_list(args.shards, int), caches=_list(args.caches), repeats=args.repeats, size=args.size,
-                preset=args.preset, dtype=args.dtype, seed=args.seed, options=_options(args.option, many=True))
+                preset=args.preset, dtype=args.dtype, seed=args.seed, options=_options(args.option, many=True),
+                checkpoint=args.checkpoint or "")
     result = sweep(args.out, grid, device=args.device, root=args.root, progress=not args.no_progress)
     print(f"{result.ran} measured, {result.skipped} skipped, {result.failed} failed, {result.resumed} already done "
           f"-> {result.jsonl} and {result.csv}")
@@ -159,15 +184,58 @@ def cmd_demo(args) -> int:
     from .probe import probe
     from .synthetic import cached_checkpoint
 
-    folder = cached_checkpoint(args.size, args.shards)
-    print(probe(folder).as_text(), end="\n\n")
+    folder = Path(args.checkpoint) if args.checkpoint else cached_checkpoint(args.size, args.shards)
+    print(probe(folder if folder.is_dir() else folder.parent).as_text(), end="\n\n")
     headline = compare_paths(args.out, size=args.size, device=args.device, repeats=args.repeats,
-                             shards=args.shards, threads=args.threads, io_size=args.io_size)
+                             shards=args.shards, threads=args.threads, io_size=args.io_size,
+                             checkpoint=args.checkpoint)
     print("\n" + headline.table())
     chart = Path(args.out) / "demo.png"
     headline.figure().savefig(chart, dpi=110)
     print(f"\nchart: {chart}   records: {Path(args.out) / 'sweep.csv'}")
     return 0
+
+
+def cmd_dist_load(args) -> int:
+    """`gdslab dist-load`: one node, one worker per device (threads); prints each run, saves records."""
+    import json
+    from pathlib import Path
+
+    from .sharded import load_sharded
+
+    devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
+    records = []
+    for repeat in range(args.repeats):
+        result = load_sharded(args.checkpoint, args.world, devices, args.datapath, args.threads, args.io_size,
+                              strided=args.strided, vocab=args.vocab, cache=args.cache)
+        print(result, flush=True)
+        records += [{**r, "repeat": repeat, "kind": "rank"} for r in result.records()]
+        records.append({**result.record(), "repeat": repeat, "kind": "run"})
+        del result
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1))
+    return 0
+
+
+def add_dist_load(sub) -> None:
+    """`gdslab dist-load` on the CLI's subparsers."""
+    from .plan import DEFAULT_STRIDED, STRIDED_MODES, VOCAB_POLICIES
+    from .sharded import CACHE_CHOICES
+
+    p = sub.add_parser("dist-load", help="sharded load: every rank's tensor-parallel slice at once, one worker "
+                                         "per device (many nodes: torchrun -m gdslab.dist)")
+    p.add_argument("checkpoint")
+    p.add_argument("--world", type=int, default=None, help="ranks (default: one per GPU)")
+    p.add_argument("--devices", default=None, help="comma list, e.g. cuda:0,cuda:1 (default: GPUs, else cpu × world)")
+    p.add_argument("--datapath", default=None, help="default: host-direct on CPU, gds or pinned-bounce on GPU")
+    p.add_argument("--threads", type=int, default=4, help="reader threads per rank")
+    p.add_argument("--io-size", default="16MiB")
+    p.add_argument("--strided", default=DEFAULT_STRIDED, choices=STRIDED_MODES)
+    p.add_argument("--vocab", default="split", choices=VOCAB_POLICIES)
+    p.add_argument("--cache", default="as-is", choices=CACHE_CHOICES)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--json", default=None, help="write every rank and run record here")
+    p.set_defaults(func=cmd_dist_load)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("load", help="one load with a progress bar in GB/s")
     p.add_argument("source")
-    p.add_argument("--datapath", default="pinned-bounce")
+    p.add_argument("--datapath", default=None,
+                   help="default: the best for the device (host-direct on a host; gds where GDS is ready, else "
+                        "pinned-bounce), said and why")
     p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--io-size", default="16MiB")
@@ -228,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io-size", default="16MiB")
     p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
     p.add_argument("--out", default="results/demo")
+    p.add_argument("--checkpoint", default=None, help="a real checkpoint (file or HF folder) instead of a synthetic one")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sweep", help="a grid of loads (path × io size × threads × shards × cold/warm), resumable")
@@ -246,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="where checkpoints are cached (default $GDSLAB_CHECKPOINTS)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=V1,V2",
                    help="a path option to sweep, e.g. buffers_per_thread=1,2,4 (repeatable; only paths with it)")
+    p.add_argument("--checkpoint", default=None,
+                   help="sweep a real checkpoint (file or HF folder) instead of synthetic ones (its own shards)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report", action="store_true", help="write the report when done")
     p.set_defaults(func=cmd_sweep)
@@ -262,9 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_arguments(p)
     p.set_defaults(func=cmd_bench)
 
-    from .dist import add_subcommand as dist_subcommand
-
-    dist_subcommand(sub)  # dist-load
+    add_dist_load(sub)
 
     # Further subcommands register here (env, load, demo, bench, sweep, report).
     return parser

@@ -255,6 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-peer-defaults", action="store_true", help="run peers only with our knobs")
     parser.add_argument("--no-verify", action="store_true", help="skip the bit-exact check of each contender")
     parser.add_argument("--root", default=None, help="where checkpoints are cached (default $GDSLAB_CHECKPOINTS)")
+    parser.add_argument("--checkpoint", default=None, help="a real checkpoint (file or HF folder) instead of a synthetic one")
     parser.add_argument("--out", default=None, help="write the markdown page here (e.g. docs/results/compare.md)")
     parser.add_argument("--records", default="results/compare.jsonl", help="every run as JSON lines")
     parser.add_argument("--max-load", type=float, default=None,
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     caches = [c.strip() for c in args.caches.split(",") if c.strip()]
     if not caches or any(c not in ("cold", "warm") for c in caches):
         raise GdslabError(f"--caches must list cold and/or warm, got {args.caches!r}")
-    folder = cached_checkpoint(args.size, args.shards, root=args.root)
+    folder = Path(args.checkpoint) if args.checkpoint else cached_checkpoint(args.size, args.shards, root=args.root)
     ckpt = Checkpoint.open(folder)
     files = [f.path for f in ckpt.files]
     entrants, missing = contenders(args.threads, parse_size(args.io_size), not args.no_peer_defaults)

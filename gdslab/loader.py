@@ -23,34 +23,15 @@ from . import datapaths
 from .cache import resident_fraction_all
 from .checkpoint import Checkpoint
 from .costs import LoadCosts
+from .devices import resolve_device
 from .datapaths.base import LoadJob, TensorRead
-from .errors import DatapathUnavailable, GdslabError, LoadCancelled, LoadError
+from .errors import GdslabError, LoadCancelled, LoadError
 from .pausegc import paused_gc
 from .profile import Event, EventLog
 from .sizes import format_size, parse_size
 
 COLD_BELOW = 0.05  # resident fraction under which a run counts as cold
 WARM_ABOVE = 0.95
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """'cuda:0' when a GPU is here and nothing was asked; a clear error for a GPU that is not."""
-    if device is None:
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise DatapathUnavailable(f"not a device: {device!r} ({e})") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DatapathUnavailable(f"{device} asked for, but there is no CUDA GPU here")
-        if device.index is None:
-            device = torch.device("cuda", 0)
-        if device.index >= torch.cuda.device_count():
-            raise DatapathUnavailable(f"{device} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
-    elif device.type != "cpu":
-        raise DatapathUnavailable(f"device {device} is not supported: use 'cpu' or 'cuda:N'")
-    return device
 
 
 def cache_state(resident: float) -> str:

@@ -38,7 +38,7 @@ from . import fp8
 from .checkpoint import Checkpoint, TensorEntry
 from .costs import trim_heap
 from .datapaths.base import TensorRead, pread_into
-from .errors import CheckpointError, GdslabError
+from .errors import GdslabError
 from .plan import VOCAB_POLICIES, RankPlan, Slice, rank_plan, split_kind
 from .sizes import format_size, parse_size
 from .writer import SafetensorsWriter

@@ -130,6 +130,7 @@ class Grid:
     dtype: str = "bf16"
     seed: int = 0
     options: Mapping[str, Sequence] = field(default_factory=dict)  # path option -> values to sweep
+    checkpoint: str = ""  # a real checkpoint (file or HF folder) instead of the synthetic ones: its own shards
 
     def __post_init__(self):
         set_ = object.__setattr__  # normalize a frozen dataclass's inputs: "16MiB" -> 16777216, lists -> tuples
@@ -139,6 +140,11 @@ class Grid:
         set_(self, "shards", _tuple(self.shards, _positive_int))
         set_(self, "caches", _tuple(self.caches, str))
         set_(self, "size", parse_size(self.size))
+        if self.checkpoint:  # a real checkpoint comes in one layout: its own file count
+            real = Checkpoint.open(self.checkpoint)
+            set_(self, "checkpoint", str(Path(self.checkpoint).resolve()))
+            set_(self, "shards", (len(real.files),))
+            set_(self, "size", real.nbytes)
         set_(self, "options", {name: _tuple(values, lambda v: v) for name, values in dict(self.options).items()})
         from . import datapaths
 
@@ -162,7 +168,15 @@ class Grid:
     @property
     def checkpoint_id(self) -> str:
         """The tensors swept over, whatever the shard count (part of every run's key)."""
+        if self.checkpoint:
+            return self.checkpoint
         return f"{self.preset}-{self.dtype}-{self.size}B-seed{self.seed}"
+
+    def checkpoint_for(self, shards: int, root: str | os.PathLike | None = None) -> Path:
+        """The folder swept for `shards`: the real checkpoint, or the synthetic one written once."""
+        if self.checkpoint:
+            return Path(self.checkpoint)
+        return cached_checkpoint(self.size, shards, self.preset, self.dtype, self.seed, root=root)
 
     def cells(self) -> list[Cell]:
         """Every run, repeats outermost (so repeats interleave with the rest rather than run back to back).
@@ -384,7 +398,8 @@ def run_cell(cell: Cell, checkpoint: Path, grid: Grid, device: str, probe_report
         "datapath": cell.datapath, "effective": "", "device": device, "cache_asked": cell.cache,
         "io_size": cell.io_size, "threads": cell.threads, "knobs": ",".join(knobs_of(cell.datapath)),
         "options": ",".join(f"{name}={value}" for name, value in cell.options),
-        "shards": cell.shards, "repeat": cell.repeat, "size": grid.size, "preset": grid.preset,
+        "shards": cell.shards, "repeat": cell.repeat, "size": grid.size,
+        "preset": grid.preset if not grid.checkpoint else "real checkpoint",
         "dtype": grid.dtype, "seed": grid.seed, "checkpoint": str(checkpoint), "prepared": _now(),
         **_probe_summary(probe_report),
     }
@@ -456,8 +471,7 @@ def sweep(
     cells = grid.cells()
     todo = [c for c in cells if c.key(grid.checkpoint_id, device) not in done]
     outcome = SweepResult(results.records, results.jsonl, results.csv, resumed=len(cells) - len(todo))
-    checkpoints = {n: cached_checkpoint(grid.size, n, grid.preset, grid.dtype, grid.seed, root=root)
-                   for n in sorted({c.shards for c in todo})}
+    checkpoints = {n: grid.checkpoint_for(n, root) for n in sorted({c.shards for c in todo})}
     reports = {n: probe(path).as_dict() for n, path in checkpoints.items()}
     bar = tqdm(total=len(cells), initial=outcome.resumed, disable=not progress, unit="run",
                desc=f"sweep {format_size(grid.size)}")

@@ -30,7 +30,7 @@ def test_every_calibration_point_names_the_input_it_gave():
         if s.calibrates:
             assert s.calibrates.split()[0] in names
             source = Inputs.__dataclass_fields__[s.calibrates.split()[0]].metadata["source"]
-            assert f"calibration" in source and s.source.split(",")[0] in source
+            assert "calibration" in source and s.source.split(",")[0] in source
 
 
 def test_the_bytes_are_those_of_the_real_releases():

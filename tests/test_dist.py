@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import load_file
 
 from gdslab import dist as gdist
-from gdslab.cache import can_evict
 from gdslab.checkpoint import Checkpoint
 from gdslab.errors import DatapathUnavailable
 from gdslab.errors import LoadCancelled, LoadError

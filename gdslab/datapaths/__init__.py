@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import resolve_device
 from ..errors import DatapathUnavailable
 from .base import Chunk, Datapath, DatapathInfo, LoadJob, TensorRead
 from .gds import Gds
@@ -40,8 +41,6 @@ def get(name: str) -> Datapath:
 
 def available(device: str | torch.device | None = None) -> list[DatapathInfo]:
     """Every registered path with available / reason / one-line description for `device`."""
-    from ..loader import resolve_device
-
     device = resolve_device(device)
     return [path.info(device) for path in REGISTRY.values()]
 

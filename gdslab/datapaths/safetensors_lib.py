@@ -7,8 +7,6 @@ memory the tensor owns, as every other path delivers them.
 
 from __future__ import annotations
 
-import torch
-
 from ..errors import LoadError
 from .base import Datapath, LoadJob
 
