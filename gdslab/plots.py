@@ -296,14 +296,14 @@ def _spread(values: Sequence[float], error: str) -> tuple[float, float, float]:
 
 
 def plot_throughput(
-    records: Sequence[Any], *, by: str = "datapath", hue: str = "cache", value: str = "gbps", error: str = "std",
+    records: Sequence[Any], *, by: str = "datapath", hue: str = "cache", value: str = "gbps", error: str = "range",
 ) -> Figure:
-    """Mean throughput per `by` (bars) and `hue` (side by side), error bars from the repeats.
+    """Mean throughput per `by` (bars) and `hue` (side by side), every repeat a dot, error bars from the repeats.
 
     `records` are `LoadResult`s or their `record()` dicts (keys datapath, effective, cache,
-    device, gbps). `error` is 'std' (sample standard deviation) or 'range' (min to max);
-    each bar is labelled with its repeat count n. What ran (`effective`) is written under
-    each data path.
+    device, gbps). `error` is 'range' (min to max: what two or three repeats can honestly
+    show) or 'std' (sample standard deviation, for many repeats); each bar is labelled with
+    its repeat count n. What ran (`effective`) is written under each data path.
     """
     if error not in ("std", "range"):
         raise ValueError(f"error must be 'std' or 'range', got {error!r}")
@@ -328,9 +328,12 @@ def plot_throughput(
                 counts.append(len(groups[(xv, h)]))
         bars = ax.bar(positions, means, width, yerr=[lows, highs], capsize=3, label=f"{hue}: {h}")
         ax.bar_label(bars, labels=[f"n={n}" for n in counts], fontsize=7, padding=2)
+        for position, xv in zip(positions, [xv for xv in xs if (xv, h) in groups]):
+            ax.scatter([position] * len(groups[(xv, h)]), groups[(xv, h)], s=9, color="black", zorder=3)
     ticks = []
     for xv in xs:
-        effective = _common([r for r in records if r.get(by) == xv], "effective") if by == "datapath" else ""
+        effective = (_common([r for r in records if r.get(by) == xv], "effective")
+                     if by in ("datapath", "variant") else "")
         ticks.append(_wrap(xv) + (f"\n(ran: {_wrap(effective, 26)})" if effective and effective != xv else ""))
     ax.set_xticks(range(len(xs)), ticks, fontsize=7)
     ax.set_xlabel(by)
@@ -439,6 +442,46 @@ def plot_scaling(
 
 
 
+def plot_owners(checkpoint: Any, names: Sequence[str], world: int) -> Figure:
+    """Which rank owns every element of a few tensors (colours = ranks), as `gdslab.plan` slices them."""
+    from .plan import split_kind, tensor_slice
+
+    fig = Figure(figsize=(5 * len(names), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        entry = checkpoint[name]
+        owner = np.zeros(entry.shape, dtype=int)
+        for r in range(world):
+            s = tensor_slice(entry, r, world)
+            if s.dim is not None:
+                index = [slice(None)] * len(entry.shape)
+                index[s.dim] = slice(s.start, s.stop)
+                owner[tuple(index)] = r
+        ax.imshow(owner.reshape(entry.shape[0], -1), cmap="tab10", vmin=0, vmax=9, aspect="auto",
+                  interpolation="nearest")
+        kind, dim = split_kind(name, len(entry.shape))
+        ax.set_title(f"{name.split('.')[-2]}: {kind}-parallel, split on dim {dim}", fontsize=9)
+        ax.set_xlabel("dim 1 (inputs): contiguous in the file")
+        ax.set_ylabel("dim 0 (outputs)")
+    fig.suptitle(f"Owner of every element, {world} ranks (colours = ranks 0..{world - 1})", fontsize=10)
+    return fig
+
+
+def plot_slice_vs_share(runs: Sequence[Mapping]) -> Figure:
+    """Each mode's time split into reading (from the common start) and exchange (scatter/broadcast)."""
+    runs = [as_record(r) for r in runs]
+    fig = Figure(figsize=(7, 1.2 * len(runs) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    names = [f"{r['mode']}\nread {format_size(r['read_nbytes'])}" for r in runs]
+    reading = [r["seconds"] - r["comm_seconds"] for r in runs]
+    ax.barh(names, reading, label="reading (from the common start)")
+    ax.barh(names, [r["comm_seconds"] for r in runs], left=reading, label="exchange (scatter / broadcast)")
+    ax.set_xlabel("seconds until every rank holds its slices")
+    ax.legend(fontsize=8)
+    ax.set_title(f"slice vs share · {describe_ranks(runs[0])} · ran: {runs[0].get('effective', '')}", fontsize=9)
+    return fig
+
+
 def plot_recipe(records: Mapping[str, Mapping], checkpoint_bytes: int) -> Figure:
     """One checkpoint loaded several ways by the same ranks: bytes read, reads per rank, time to all ready.
 
@@ -514,5 +557,6 @@ def plot_cold_start(projections: Sequence[Any], *, startup: float = 0.0) -> Figu
 
 __all__ = [
     "describe_run", "describe_ranks", "costs_words", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
-    "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_recipe", "plot_cold_start", "STAGE_COLORS",
+    "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_owners", "plot_slice_vs_share", "plot_recipe",
+    "plot_cold_start", "STAGE_COLORS",
 ]

@@ -336,6 +336,73 @@ def live_load(source: Any, blocking: bool = False, *, max_fps: float = 10.0, dis
 
 
 
+# --- a sweep to launch ---------------------------------------------------------------------------
+
+
+class SweepControls:
+    """Choose a small sweep's grid (paths, io sizes, threads, shards, cache, repeats) and run it into a fresh folder.
+
+    `run()` runs the current choice (the Run button calls it) and shows the report's tables;
+    it returns `(SweepResult, Report)`. Without ipywidgets the defaults are the choice.
+    """
+
+    def __init__(self, paths, results, *, size, device, default_path, checkpoint=None):
+        from pathlib import Path
+
+        self.results, self.size, self.device = Path(results), size, device
+        self.checkpoint = str(checkpoint or "")  # a real checkpoint instead of the synthetic ones
+        self.values = {"datapaths": (default_path,), "io_sizes": ("1MiB", "4MiB"), "threads": (1, 4),
+                       "shards": (1, 4), "caches": ("warm",), "repeats": 1}
+        self.options = {"datapaths": list(paths), "io_sizes": ["256KiB", "1MiB", "4MiB", "16MiB"],
+                        "threads": [1, 2, 4, 8], "shards": [1, 2, 4], "caches": ["cold", "warm"]}
+        self.controls, self.output, self.widget = None, None, None
+        try:
+            import ipywidgets as w
+        except ImportError:
+            return
+        self.controls = {name: w.SelectMultiple(options=self.options[name], value=self.values[name], description=name)
+                         for name in self.options}
+        self.controls["repeats"] = w.IntSlider(value=1, min=1, max=5, description="repeats")
+        button = w.Button(description="Run sweep", button_style="primary")
+        button.on_click(lambda _button: self.run())
+        self.output = w.Output()
+        row = list(self.controls.values())
+        self.widget = w.VBox([w.HBox(row[:3]), w.HBox(row[3:] + [button]), self.output])
+
+    def run(self):
+        import tempfile
+        from pathlib import Path
+
+        from .report import report
+        from .sweep import Grid, sweep
+
+        if self.controls is not None:
+            self.values = {name: c.value for name, c in self.controls.items()}
+        grid = Grid(**self.values, size=self.size, checkpoint=self.checkpoint)
+        folder = Path(tempfile.mkdtemp(prefix="sweep-", dir=self.results))
+        done = sweep(folder, grid, device=self.device, progress=self.output is not None)
+        made = report(folder)
+        if self.output is not None and _in_kernel():
+            from IPython.display import Markdown, display
+
+            with self.output:
+                self.output.clear_output()
+                display(Markdown(made.text.split("## Figures")[0]))
+        return done, made
+
+
+def sweep_controls(paths, results, *, size, device, default_path, checkpoint=None,
+                   display: bool = True) -> SweepControls:
+    """`SweepControls`, shown in a notebook."""
+    controls = SweepControls(paths, results, size=size, device=device, default_path=default_path,
+                             checkpoint=checkpoint)
+    if display and _in_kernel() and controls.widget is not None:
+        from IPython.display import display as show
+
+        show(controls.widget)
+    return controls
+
+
 # --- the cold-start model's knobs -------------------------------------------------------------
 
 
@@ -447,4 +514,4 @@ def coldstart_explorer(inputs=None, scenario=None, display: bool = True) -> Cold
         show(explorer.widget)
     return explorer
 
-__all__ = ["LiveLoad", "live_load", "ColdStartExplorer", "coldstart_explorer"]
+__all__ = ["LiveLoad", "live_load", "ColdStartExplorer", "coldstart_explorer", "SweepControls", "sweep_controls"]

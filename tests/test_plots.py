@@ -149,7 +149,7 @@ def _records():
 
 
 def test_throughput_bars_mean_and_std_of_repeats():
-    fig = plots.plot_throughput(_records())
+    fig = plots.plot_throughput(_records(), error="std")
     (ax,) = fig.axes
     cold, warm = bars(ax)
     assert cold.get_label() == "cache: cold" and warm.get_label() == "cache: warm"
@@ -161,9 +161,11 @@ def test_throughput_bars_mean_and_std_of_repeats():
     assert ticks[0].startswith("pinned-bounce") and "ran: gds (compat mode)" in ticks[1]
     assert ax.get_ylabel().startswith("throughput (GB/s")
     assert "cuda:0" in title(fig)
-    ranged = plots.plot_throughput(_records(), error="range")
+    ranged = plots.plot_throughput(_records())  # the default: each repeat a dot, the bar spans min..max
     segments = bars(ranged.axes[0])[1].errorbar.lines[2][0].get_segments()
     assert tuple(segments[0][:, 1]) == (2.0, 6.0)  # min..max of 2, 4, 6
+    dots = [c for c in ranged.axes[0].collections if c.get_offsets().shape[0] == 3]
+    assert len(dots) == 4 and sorted(dots[0].get_offsets()[:, 1]) == [1.0, 2.0, 3.0]  # every repeat shown
     with pytest.raises(ValueError):
         plots.plot_throughput([])
 
