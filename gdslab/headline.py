@@ -2,7 +2,9 @@
 
 One small sweep — every path available on the device × cold/warm × repeats, at one io
 size and thread count — summarized as a table (path, what really ran, cache, median GB/s,
-median seconds, × the slowest) and a bar chart with error bars from the repeats.
+median seconds, × the slowest) and a bar chart with each repeat and its range.
+`direct_vs_buffered` is the same comparison for one host path with and without O_DIRECT,
+and `page_cache_footprint` shows what each leaves in the page cache.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import datapaths
-from .loader import resolve_device
-from .sizes import format_size, parse_size
+from .cache import evict_all, resident_fraction_all
+from .checkpoint import Checkpoint
+from .loader import load, resolve_device
+from .sizes import format_size
 from .sweep import Grid, results_files, sweep
 
 
@@ -26,6 +30,16 @@ class Row:
     seconds: float
     runs: int
     vs_slowest: float = 1.0
+    options: str = ""  # the path's own knobs where the comparison varies them, e.g. "direct=True"
+
+    @property
+    def variant(self) -> str:
+        return variant(self.datapath, self.options)
+
+
+def variant(datapath: str, options: str = "") -> str:
+    """A path and the knobs it ran with: "host-direct", "host-direct [direct=True]"."""
+    return f"{datapath} [{options}]" if options else datapath
 
 
 @dataclass
@@ -38,29 +52,33 @@ class Headline:
 
     def table(self) -> str:
         """Plain-text table, fastest first within each cache state."""
+        width = max([16] + [len(row.variant) for row in self.rows])
         lines = [f"{format_size(self.nbytes)} checkpoint → {self.device}; medians of the repeats "
                  f"(GB/s = 1e9 B/s)", "",
-                 f"{'path':16} {'cache':5} {'GB/s':>7} {'seconds':>8} {'× slowest':>10}  effective path"]
+                 f"{'path':{width}} {'cache':5} {'GB/s':>7} {'seconds':>8} {'× slowest':>10}  effective path"]
         for row in self.rows:
-            lines.append(f"{row.datapath:16} {row.cache:5} {row.gbps:7.2f} {row.seconds:8.3f} "
+            lines.append(f"{row.variant:{width}} {row.cache:5} {row.gbps:7.2f} {row.seconds:8.3f} "
                          f"{row.vs_slowest:9.2f}×  {row.effective}")
         for name, reason in self.unavailable.items():
-            lines.append(f"{name:16} —     not run here: {reason}")
+            lines.append(f"{name:{width}} —     not run here: {reason}")
         return "\n".join(lines)
 
     def figure(self):
         from .plots import plot_throughput
 
+        if any(r.get("options") for r in self.records):
+            return plot_throughput([{**r, "variant": variant(r["datapath"], r.get("options", ""))}
+                                    for r in self.records], by="variant")
         return plot_throughput(self.records)
 
 
 def _rows(records: list[dict]) -> list[Row]:
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for record in records:
-        groups.setdefault((record["datapath"], record["cache"]), []).append(record)
+        groups.setdefault((record["datapath"], record.get("options", ""), record["cache"]), []).append(record)
     rows = [Row(path, runs[0]["effective"], cache, statistics.median(r["gbps"] for r in runs),
-                statistics.median(r["seconds"] for r in runs), len(runs))
-            for (path, cache), runs in groups.items()]
+                statistics.median(r["seconds"] for r in runs), len(runs), options=options)
+            for (path, options, cache), runs in groups.items()]
     out = []
     for cache in dict.fromkeys(r.cache for r in rows):
         same = sorted((r for r in rows if r.cache == cache), key=lambda r: -r.gbps)
@@ -79,15 +97,19 @@ def compare_paths(
     io_size: int | str = "16MiB",
     caches: tuple[str, ...] = ("cold", "warm"),
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> Headline:
-    """Measure every available path afresh (earlier results in `out` are replaced)."""
+    """Measure every available path afresh (earlier results in `out` are replaced).
+
+    `checkpoint` (a safetensors file or HF model folder) replaces the synthetic one.
+    """
     device = str(resolve_device(device))
     infos = datapaths.available(device)
     names = [i.name for i in infos if i.available]
     for old in results_files(out):
         old.unlink(missing_ok=True)
     grid = Grid(datapaths=names, io_sizes=(io_size,), threads=(threads,), shards=(shards,), caches=caches,
-                repeats=repeats, size=size)
+                repeats=repeats, size=size, checkpoint=str(checkpoint or ""))
     result = sweep(out, grid, device=device, progress=progress)
     records = result.ok()
     unavailable = {i.name: i.reason for i in infos if not i.available}
@@ -95,7 +117,73 @@ def compare_paths(
         if record.get("status") != "ok":
             label = f"{record['datapath']} ({record['cache_asked']})"
             unavailable.setdefault(label, f"{record['status']}: {record.get('reason', '')}")
-    return Headline(device, parse_size(size), _rows(records), records, unavailable)
+    return Headline(device, grid.size, _rows(records), records, unavailable)
 
 
-__all__ = ["Headline", "Row", "compare_paths"]
+def host_path(device: str) -> str:
+    """The path whose reads land in host memory first: host-direct on a host, the pinned bounce on a GPU."""
+    return "host-direct" if resolve_device(device).type == "cpu" else "pinned-bounce"
+
+
+def direct_vs_buffered(
+    checkpoint: str | Path,
+    out: str | Path = "results/direct",
+    device: str | None = None,
+    repeats: int = 2,
+    threads: int = 8,
+    io_size: int | str = "16MiB",
+    progress: bool = False,
+) -> Headline:
+    """The host path with O_DIRECT and without, cold and warm: does the page cache matter to it?
+
+    A buffered read is faster warm (the bytes come from the page cache); a direct read, like
+    GDS, goes to storage every time, so warm and cold are the same experiment for it.
+    """
+    device = str(resolve_device(device))
+    for old in results_files(out):
+        old.unlink(missing_ok=True)
+    grid = Grid(datapaths=(host_path(device),), io_sizes=(io_size,), threads=(threads,), caches=("cold", "warm"),
+                repeats=repeats, options={"direct": (False, True)}, checkpoint=str(checkpoint))
+    result = sweep(out, grid, device=device, progress=progress)
+    unavailable = {f"{r['datapath']} [{r['options']}] ({r['cache_asked']})": f"{r['status']}: {r.get('reason', '')}"
+                   for r in result.records if r.get("status") != "ok"}
+    return Headline(device, grid.size, _rows(result.ok()), result.ok(), unavailable)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one cold load left in the page cache: the fraction of the checkpoint resident before and after."""
+
+    direct: bool
+    effective: str
+    direct_share: float
+    resident_before: float
+    resident_after: float
+
+
+def page_cache_footprint(checkpoint: str | Path, device: str | None = None, threads: int = 8,
+                         io_size: int | str = "16MiB") -> list[Footprint]:
+    """Load cold with and without O_DIRECT and measure the page cache after each.
+
+    A buffered load fills the cache (the next run is warm); an O_DIRECT load leaves it as it
+    found it: a direct read neither uses nor fills the cache, which is why "warm" means
+    nothing for it. Needs eviction that works (`cache.can_evict`).
+    """
+    device = str(resolve_device(device))
+    ckpt = Checkpoint.open(checkpoint)
+    files = [f.path for f in ckpt.files]
+    out = []
+    for direct in (False, True):
+        evict_all(files)
+        before = resident_fraction_all(files)
+        result = load(ckpt, host_path(device), device=device, threads=threads, io_size=io_size, direct=direct)
+        record = result.record()
+        out.append(Footprint(direct, result.effective, float(record.get("direct_share", 0.0)), before,
+                             resident_fraction_all(files)))
+        del result
+    evict_all(files)
+    return out
+
+
+__all__ = ["Footprint", "Headline", "Row", "compare_paths", "direct_vs_buffered", "host_path",
+           "page_cache_footprint", "variant"]

@@ -208,3 +208,35 @@ def test_headline_table_and_chart(tmp_path, monkeypatch):
     table = headline.table()
     assert "host-direct" in table and "not run here" in table
     assert headline.figure().axes
+
+
+def test_direct_vs_buffered_varies_only_the_direct_knob(tmp_path, monkeypatch):
+    from gdslab.headline import direct_vs_buffered
+    from gdslab.synthetic import cached_checkpoint
+
+    monkeypatch.setenv("GDSLAB_CHECKPOINTS", str(tmp_path / "ckpt"))
+    folder = cached_checkpoint("2MiB", 2)
+    headline = direct_vs_buffered(folder, out=tmp_path / "direct", device="cpu", repeats=1)
+    assert {row.options for row in headline.rows} <= {"direct=False", "direct=True"}
+    assert {row.datapath for row in headline.rows} == {"host-direct"}
+    direct_runs = [r for r in headline.records if r["options"] == "direct=True"]
+    # each direct run says whether O_DIRECT really ran: all of it, or a fallback it names
+    assert direct_runs and all(r["direct_share"] == 1.0 or r["direct_note"] for r in direct_runs)
+    assert "[direct=True]" in headline.table()
+    assert headline.figure().axes
+
+
+def test_a_direct_read_leaves_the_page_cache_as_it_found_it(tmp_path, monkeypatch):
+    from conftest import require_eviction
+    from gdslab.headline import page_cache_footprint
+    from gdslab.synthetic import cached_checkpoint
+
+    monkeypatch.setenv("GDSLAB_CHECKPOINTS", str(tmp_path / "ckpt"))
+    folder = cached_checkpoint("4MiB", 2)
+    require_eviction(folder)
+    buffered, direct = page_cache_footprint(folder, device="cpu")
+    assert not buffered.direct and direct.direct
+    assert buffered.resident_before < 0.05 and direct.resident_before < 0.05
+    assert buffered.resident_after > 0.95  # a buffered read fills the cache: the next run is warm
+    if direct.direct_share == 1.0:  # O_DIRECT ran (this file system accepts it)
+        assert direct.resident_after < 0.05
