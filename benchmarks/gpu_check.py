@@ -6,7 +6,7 @@
 Steps, each with its own time limit, logs kept: `gdslab env`; a checkpoint (2 GiB, 4
 shards); the `gpu`-marked tests; every path cold and warm against the read floor and the
 pinned and pageable host→device ceilings measured in the same run (with the gds byte
-split); fill curves beside sampled device memory; all six notebooks under nbval; one NCCL
+split); fill curves beside sampled device memory; every notebook under nbval; one NCCL
 run over every visible GPU. It stops at once, non-zero, when there is no GPU or KvikIO does
 not import. What comes back is `summary.md` (device, command, the table, what failed) and
 one archive of everything else: a GPU run may return at most eight files.

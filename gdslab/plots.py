@@ -555,8 +555,71 @@ def plot_cold_start(projections: Sequence[Any], *, startup: float = 0.0) -> Figu
     return fig
 
 
+def plot_hbm_budget(budgets: Sequence[Any]) -> Figure:
+    """Stacked bars of a node's HBM per configuration: weights, reserve, KV cache; the tokens it holds on each.
+
+    `budgets` are `gdslab.kvcache.Budget`s. Every bar is a projection from named inputs.
+    """
+    from .kvcache import LABEL
+
+    fig = Figure(figsize=(max(7.0, 1.15 * len(budgets) + 2.5), 5.0), layout="constrained")
+    ax = fig.subplots()
+    names = [_wrap(b.label.split(" ", 1)[1].replace(" weights,", " weights\n"), 16) for b in budgets]
+    x = np.arange(len(budgets))
+    weights = np.array([b.weights for b in budgets]) / GB
+    reserved = np.array([b.reserved for b in budgets]) / GB
+    kv = np.array([b.kv_cache for b in budgets]) / GB
+    ax.bar(x, weights, color="#7f7f7f", label="weights (pre-sharded)")
+    ax.bar(x, reserved, bottom=weights, color="#d6a756", label="reserve: " + budgets[0].reserve.name)
+    ax.bar(x, kv, bottom=weights + reserved, color="tab:green", label="KV cache")
+    for i, b in enumerate(budgets):
+        ax.annotate(f"{b.tokens / 1e3:,.0f}K\ntokens", (i, b.hbm / GB), ha="center", va="bottom", fontsize=7.5)
+    ax.axhline(budgets[0].hbm / GB, color="black", linewidth=0.8, linestyle=":")
+    ax.set_xticks(x, names, fontsize=7)
+    ax.set_ylabel("GB of HBM across the node (1 GB = 1e9 B)")
+    ax.set_ylim(0, budgets[0].hbm / GB * 1.18)
+    ax.legend(fontsize=8, loc="lower right")
+    b = budgets[0]
+    _title(fig, f"{b.model} on {b.node.name}: the HBM after the weights ({LABEL})",
+           f"KV per token counts {b.heads_counted}; tensor parallel over {b.node.gpus} GPUs")
+    return fig
+
+
+def plot_restore_vs_recompute(model: Any, rates: Mapping[str, float], *, kv: str = "bf16", tp: int = 8,
+                              gpu: str = "h200-bf16", gpus: int = 8, max_tokens: int = 131072) -> Figure:
+    """Seconds to get a context's KV cache back: recompute it (prefill) or restore it at each rate.
+
+    `model` is a `gdslab.kvcache.Attention`; `rates` maps a label ('measured here: host
+    O_DIRECT', 'published: FSx for Lustre with GDS') to GB/s. Lines are projections from
+    those rates and the stated FLOP rate; where a restore line crosses the prefill is where
+    restoring starts to win.
+    """
+    from .kvcache import GPUS, LABEL, MFU, crossover_tokens, recompute_seconds, restore_seconds
+
+    tokens = np.unique(np.geomspace(256, max_tokens, 60).astype(int))
+    fig = Figure(figsize=(8.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(tokens, [recompute_seconds(model, int(t), gpu, gpus) for t in tokens], color="black", linewidth=2,
+            label=f"recompute (prefill) on {gpus}× {GPUS[gpu].name} at {MFU:.0%} of peak")
+    for label, gbps in rates.items():
+        line, = ax.plot(tokens, [restore_seconds(model, int(t), gbps, kv, tp) for t in tokens],
+                        label=f"restore at {gbps:.2f} GB/s: {label}")
+        cross = crossover_tokens(model, gbps, kv, tp, gpu, gpus)
+        if cross and cross <= max_tokens:
+            ax.plot([cross], [restore_seconds(model, cross, gbps, kv, tp)], "o", color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel(f"seconds to have its KV cache in HBM ({LABEL})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7.5, loc="upper left")
+    _title(fig, f"{model.name}: restore the KV cache or recompute it ({LABEL})",
+           f"{kv} KV, tensor parallel {tp}; a dot marks where restoring starts to win")
+    return fig
+
+
 __all__ = [
     "describe_run", "describe_ranks", "costs_words", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
     "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_owners", "plot_slice_vs_share", "plot_recipe",
-    "plot_cold_start", "STAGE_COLORS",
+    "plot_cold_start", "plot_hbm_budget", "plot_restore_vs_recompute", "STAGE_COLORS",
 ]

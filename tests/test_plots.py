@@ -226,3 +226,29 @@ def test_cold_start_chart_marks_published_figures_and_the_rest_of_the_start():
     assert "projection" in ax.get_title() and ax.get_xscale() == "log"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any("rest of the start" in t for t in labels) and "published" in labels
+
+
+def test_hbm_budget_stacks_weights_reserve_and_kv_and_labels_a_projection():
+    from gdslab import kvcache
+
+    rows = kvcache.budgets()
+    fig = plots.plot_hbm_budget(rows)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 3 * len(rows)  # weights, reserve, KV cache per configuration
+    assert "projection" in fig._suptitle.get_text() and "P5en" in fig._suptitle.get_text()
+    texts = [t.get_text() for t in ax.texts]
+    assert any("K\ntokens" in t for t in texts)
+
+
+def test_restore_vs_recompute_marks_where_restoring_wins():
+    from gdslab.kvcache import Attention
+
+    model = Attention.of_preset("llama-3.1-405b")
+    fig = plots.plot_restore_vs_recompute(model, {"slow disk": 1.0, "fast file system": 100.0}, max_tokens=1 << 20)
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert any(label.startswith("recompute") for label in labels)
+    assert any("1.00 GB/s: slow disk" in label for label in labels)
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(dots) == 1  # the slow disk crosses the prefill within 1M tokens; the fast one wins from the start
+    assert "projection" in fig._suptitle.get_text()
