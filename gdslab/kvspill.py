@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
@@ -269,14 +270,18 @@ def _host_io(files: _Files, blocks: torch.Tensor, layout: Layout, write: bool, t
         list(pool.map(one, range(layout.blocks)))
 
 
-def _bounce_io(files: _Files, blocks: torch.Tensor, layout: Layout, write: bool, threads: int) -> None:
-    """Device blocks through one pinned, aligned host buffer per thread (a copy each way, then the file)."""
+def _bounce_staging(layout: Layout, threads: int, device: torch.device) -> list:
+    """One pinned, page-aligned host buffer and one CUDA stream per thread: made before the clock starts."""
+    return [(torch.empty(layout.stride, dtype=torch.uint8, pin_memory=True), torch.cuda.Stream(device))
+            for _ in range(threads)]
+
+
+def _bounce_io(files: _Files, blocks: torch.Tensor, layout: Layout, write: bool, threads: int, staging: list) -> None:
+    """Device blocks through each thread's pinned host buffer (a copy each way, then the file)."""
     flat = blocks.view(torch.uint8).view(layout.blocks, layout.block_bytes)
-    staging = [torch.empty(layout.stride, dtype=torch.uint8, pin_memory=True) for _ in range(threads)]
-    streams = [torch.cuda.Stream(blocks.device) for _ in range(threads)]
 
     def worker(k: int) -> None:
-        buffer, stream = staging[k][:layout.block_bytes], streams[k]
+        buffer, stream = staging[k][0][:layout.block_bytes], staging[k][1]
         with torch.cuda.stream(stream):
             for i in range(k, layout.blocks, threads):
                 if write:
@@ -378,30 +383,9 @@ def spill(blocks: torch.Tensor, path: str | os.PathLike, *, datapath: str | None
     layout = Layout(count, blocks[0].numel() * blocks.element_size(), tuple(blocks.shape[1:]),
                     _NAMES.get(blocks.dtype) or _unsupported(blocks.dtype), checksums(blocks))
     partial = path.with_name(path.name + ".partial")
-    details: dict = {}
     try:
         _create(partial, layout)
-        if datapath == "kvikio":
-            _sync(device)
-            start = time.perf_counter()
-            split = _kvikio_io(partial, blocks, layout, True, threads)
-            _fsync(partial)
-            seconds = time.perf_counter() - start
-            details.update(split.record())
-            effective = f"kvikio pwrite: {split.kind}: {split.describe()}"
-        else:
-            files = _Files(partial, write=True, direct=direct)
-            try:
-                _sync(device)
-                start = time.perf_counter()
-                (_host_io if datapath == "host" else _bounce_io)(files, blocks, layout, True, threads)
-                os.fsync(files.fd)
-                seconds = time.perf_counter() - start
-            finally:
-                files.close()
-            effective = _effective(datapath, files, threads, "pwrite")
-            details.update(direct_bytes=files.direct_bytes, direct_share=files.direct_bytes / (count * layout.block_bytes)
-                           if count else 0.0, direct_note=files.note)
+        seconds, effective, details = _timed_transfer(partial, blocks, layout, True, datapath, threads, direct)
         os.replace(partial, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -411,6 +395,44 @@ def spill(blocks: torch.Tensor, path: str | os.PathLike, *, datapath: str | None
         raise
     return Transfer("spill", path, datapath, effective, str(device), count, layout.block_bytes, seconds,
                     details=details)
+
+
+def _timed_transfer(path: Path, blocks: torch.Tensor, layout: Layout, write: bool, datapath: str, threads: int,
+                    direct: bool) -> tuple[float, str, dict]:
+    """Move every block between `blocks` and the file by `datapath`: (seconds, what ran, details).
+
+    The clock starts on a synchronized device and stops when the last byte has landed; a
+    spill's clock includes the fsync (on storage, not only in the page cache).
+    """
+    device, verb = blocks.device, "pwrite" if write else "pread"
+    if datapath == "kvikio":
+        _sync(device)
+        start = time.perf_counter()
+        split = _kvikio_io(path, blocks, layout, write, threads)
+        if write:
+            _fsync(path)
+        _sync(device)
+        return time.perf_counter() - start, f"kvikio {verb}: {split.kind}: {split.describe()}", split.record()
+    files = _Files(path, write=write, direct=direct)
+    try:
+        if datapath == "host":
+            move = functools.partial(_host_io, files, blocks, layout, write, threads)
+        else:
+            move = functools.partial(_bounce_io, files, blocks, layout, write, threads,
+                                     _bounce_staging(layout, threads, device))
+        _sync(device)
+        start = time.perf_counter()
+        move()
+        if write:
+            os.fsync(files.fd)
+        _sync(device)
+        seconds = time.perf_counter() - start
+    finally:
+        files.close()
+    moved = layout.blocks * layout.block_bytes
+    return seconds, _effective(datapath, files, threads, verb), {
+        "direct_bytes": files.direct_bytes, "direct_share": files.direct_bytes / moved if moved else 0.0,
+        "direct_note": files.note}
 
 
 def _create(path: Path, layout: Layout) -> None:
@@ -457,30 +479,8 @@ def restore(path: str | os.PathLike, *, device: str | torch.device | None = None
     nbytes = layout.blocks * layout.block_bytes
     dest = aligned_host(nbytes) if device.type == "cpu" else torch.empty(nbytes, dtype=torch.uint8, device=device)
     dest = dest.view(dtype).view(layout.blocks, *layout.dims)
-    cache = cache_state(resident)
-    details: dict = {"resident_before": resident}
     try:
-        if datapath == "kvikio":
-            _sync(device)
-            start = time.perf_counter()
-            split = _kvikio_io(path, dest, layout, False, threads)
-            _sync(device)
-            seconds = time.perf_counter() - start
-            details.update(split.record())
-            effective = f"kvikio pread: {split.kind}: {split.describe()}"
-        else:
-            files = _Files(path, write=False, direct=direct)
-            try:
-                _sync(device)
-                start = time.perf_counter()
-                (_host_io if datapath == "host" else _bounce_io)(files, dest, layout, False, threads)
-                _sync(device)
-                seconds = time.perf_counter() - start
-                effective = _effective(datapath, files, threads, "pread")
-                details.update(direct_bytes=files.direct_bytes, direct_share=files.direct_bytes / nbytes if nbytes else 0.0,
-                               direct_note=files.note)
-            finally:
-                files.close()
+        seconds, effective, details = _timed_transfer(path, dest, layout, False, datapath, threads, direct)
     except OSError as e:
         raise KVSpillError(path, f"restore failed: {e.strerror or e}") from None
     if verify:
@@ -489,7 +489,7 @@ def restore(path: str | os.PathLike, *, device: str | torch.device | None = None
                 raise KVSpillError(path, f"block {i} changed since it was spilled (CRC-32 {got:08x}, "
                                          f"written {want:08x})")
     return Transfer("restore", path, datapath, effective, str(device), layout.blocks, layout.block_bytes, seconds,
-                    cache=cache, details=details, tensor=dest)
+                    cache=cache_state(resident), details={"resident_before": resident, **details}, tensor=dest)
 
 
 @dataclass(frozen=True)
