@@ -10,7 +10,8 @@ are easy to get wrong, and each is read from the machine rather than guessed:
   vs "Amazon EC2 NVMe Instance Storage").
 - Lustre is GDS-capable only when LNet runs over an RDMA network (o2ib, EFA, kfi), not
   TCP. The LNet networks come from `lnetctl net show` or LNet's NID list in /sys or /proc;
-  where neither is readable the answer is "cannot tell", not yes.
+  where neither is readable the answer is "cannot tell", not yes. Over EFA (FSx) the client
+  must also be an instance type FSx lists for GDS; the servers' side is never visible here.
 - The 4 KiB alignment rule belongs to O_DIRECT, not to GDS: cuFile takes unaligned reads
   and moves their edges through its own GPU bounce buffers.
 
@@ -42,6 +43,9 @@ _NFS = {"nfs", "nfs4"}
 RDMA_LNET = ("o2ib", "efa", "kfi", "gni", "ptl4")  # LNet network types that carry RDMA
 EBS_MODEL = "Amazon Elastic Block Store"
 INSTANCE_STORE_MODEL = "Amazon EC2 NVMe Instance Storage"
+# EC2 families FSx for Lustre documents as GDS clients (FSx Lustre Guide, "Working with EFA-enabled
+# file systems" and "Configuring EFA clients"); Lustre over EFA means FSx.
+FSX_GDS_FAMILIES = ("p5", "p5e", "p5en", "p6-b200", "p6e-gb200")
 
 
 @dataclass(frozen=True)
@@ -148,9 +152,19 @@ def lnet_networks(sysroot: SysRoot = HOST) -> tuple[tuple[str, ...] | None, str]
     return kinds, where
 
 
+def ec2_instance_type(sysroot: SysRoot = HOST) -> str | None:
+    """The EC2 instance type ("p5en.48xlarge") from DMI, readable without root; None off EC2."""
+    if (sysroot.read("/sys/class/dmi/id/sys_vendor") or "").strip() != "Amazon EC2":
+        return None
+    return (sysroot.read("/sys/class/dmi/id/product_name") or "").strip() or None
+
+
 def gds_capable(m: Mount, devices: tuple[str, ...], models: tuple[str | None, ...] = (),
-                lnet: tuple[tuple[str, ...] | None, str] | None = None) -> tuple[bool | None, str]:
-    """Whether this mount's storage can DMA into a GPU: (True/False/None = cannot tell, why)."""
+                lnet: tuple[tuple[str, ...] | None, str] | None = None,
+                instance: str | None = None) -> tuple[bool | None, str]:
+    """Whether this mount's storage can DMA into a GPU: (True/False/None = cannot tell, why).
+
+    `instance` is the EC2 instance type, when this is one (`ec2_instance_type`)."""
     kind = m.fstype
     if kind == "fuse" or kind.startswith("fuse."):
         return False, f"{kind} is a FUSE file system: data passes through a user-space daemon in host memory"
@@ -170,7 +184,13 @@ def gds_capable(m: Mount, devices: tuple[str, ...], models: tuple[str | None, ..
             return None, f"Lustre: cannot tell whether it runs over RDMA: {where}"
         rdma = [n for n in nets if n.startswith(RDMA_LNET)]
         if rdma:
-            return True, f"Lustre over RDMA (LNet networks {', '.join(nets)}, from {where})"
+            said = f"Lustre over RDMA (LNet networks {', '.join(nets)}, from {where})"
+            if "efa" in rdma and instance and instance.split(".")[0] not in FSX_GDS_FAMILIES:
+                return False, (f"{said}, but FSx for Lustre supports GDS only on {', '.join(FSX_GDS_FAMILIES)} "
+                               f"clients, and this is {instance}")
+            client = f"{instance} is an FSx GDS client type" if instance else "the instance type is unknown here"
+            return True, (f"{said}; {client}; the servers' side (an EFA-enabled file system, its security "
+                          "group) cannot be checked from the client")
         return False, (f"Lustre over {', '.join(nets)} only (from {where}): GDS on Lustre needs an RDMA network "
                        "(o2ib, or EFA on FSx for Lustre)")
     if kind in LOCAL_FS:
@@ -208,7 +228,8 @@ def filesystem_of(directory: str | os.PathLike, sysroot: SysRoot = HOST) -> File
     devices = leaf_block_devices(mount.dev, sysroot) if mount.fstype in LOCAL_FS else ()
     models = tuple(device_model(d, sysroot) for d in devices)
     lnet = lnet_networks(sysroot) if mount.fstype == "lustre" else None
-    capable, reason = gds_capable(mount, devices, models, lnet)
+    instance = ec2_instance_type(sysroot) if mount.fstype == "lustre" else None
+    capable, reason = gds_capable(mount, devices, models, lnet, instance)
     return FileSystemInfo(directory=str(path), mount_point=mount.mount_point, fstype=mount.fstype,
                           source=mount.source, options=mount.options, block_devices=devices,
                           gds_capable=capable, reason=reason,
@@ -218,5 +239,5 @@ def filesystem_of(directory: str | os.PathLike, sysroot: SysRoot = HOST) -> File
 
 __all__ = [
     "GDS_FILESYSTEMS", "FileSystemInfo", "Mount", "mounts", "mount_of", "leaf_block_devices", "device_model",
-    "lnet_networks", "gds_capable", "filesystem_of", "EBS_MODEL", "INSTANCE_STORE_MODEL",
+    "lnet_networks", "ec2_instance_type", "gds_capable", "filesystem_of", "EBS_MODEL", "INSTANCE_STORE_MODEL",
 ]

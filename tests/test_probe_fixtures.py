@@ -152,3 +152,26 @@ def test_cuda_visible_devices_maps_cuda_to_nvml_indices():
     assert visible_indices("GPU-ccc,0", uuids) == [2, 0]
     assert visible_indices("1,9,2", uuids) == [1]  # CUDA stops at the first entry that names no GPU
     assert visible_indices("", uuids) == []
+
+
+def _ec2(machine: Path, instance: str) -> None:
+    dmi = machine / "sys" / "class" / "dmi" / "id"
+    dmi.mkdir(parents=True)
+    (dmi / "sys_vendor").write_text("Amazon EC2\n")
+    (dmi / "product_name").write_text(instance + "\n")
+
+
+def test_fsx_gds_on_an_instance_type_fsx_does_not_list_is_not_possible(machine):
+    # FSx Lustre Guide, "Working with EFA-enabled file systems": GDS needs a P5, P5e, P5en or P6-B200 client
+    _ec2(machine, "p4d.24xlarge")
+    r = report(machine, FSX)
+    assert r.filesystem.gds_capable is False and r.gds_state == NOT_POSSIBLE
+    assert "p4d.24xlarge" in r.verdict and "FSx for Lustre supports GDS only on" in r.verdict
+
+
+def test_fsx_gds_on_p5en_names_what_the_client_cannot_check(machine):
+    _ec2(machine, "p5en.48xlarge")
+    r = report(machine, FSX)
+    assert r.gds_state == READY
+    assert "p5en.48xlarge is an FSx GDS client type" in r.filesystem.reason
+    assert "cannot be checked from the client" in r.filesystem.reason
