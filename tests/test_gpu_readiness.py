@@ -43,32 +43,51 @@ def summary(**carried: int):
     return kvikio.Summary(**fields)
 
 
-def test_all_bytes_by_gds_is_gds_proper():
-    split = ByteSplit.from_summary(summary(GDS=1 << 30), gds_available=True)
-    assert split.kind == "GDS proper" and split.gds_share == 1.0
-    assert split.describe() == "GDS 100.0% of bytes"
-    assert split.effective.startswith("gds: GDS proper")
+def test_all_bytes_by_gds_without_evidence_below_cufile_is_not_proven():
+    split = ByteSplit.from_summary(summary(GDS=1 << 30), gds_available=True, allow_compat_mode=True)
+    assert split.kind == "cuFile (DMA not proven)" and split.gds_share == 1.0
+    assert split.describe() == "GDS 100.0% of bytes; cuFile allow_compat_mode=True"
+    assert split.effective == "cuFile (DMA not proven); GDS 100.0% of bytes; cuFile allow_compat_mode=True"
 
 
-def test_no_gds_byte_is_compatibility_mode_whatever_else_says_so():
-    split = ByteSplit.from_summary(summary(POSIX=1 << 30), gds_available=False, small_bytes=0)
-    assert split.kind == "compatibility mode" and split.gds_share == 0.0
-    assert "POSIX 100.0% of bytes" in split.describe() and "compatibility mode" in split.describe()
-    assert "is_gds_available=False" in split.describe()
-    assert "GDS proper" not in split.effective
+def test_all_bytes_by_gds_with_the_nvidia_fs_counters_is_dma_proven():
+    from pathlib import Path
+
+    from gdslab.gds_evidence import parse_nvfs_stats
+
+    fixtures = Path(__file__).parent / "fixtures" / "nvidia-fs"
+    before, after = (parse_nvfs_stats((fixtures / name).read_text(), name)
+                     for name in ("stats_before.txt", "stats_after_dma.txt"))  # readMiB grew by 100
+    split = ByteSplit.from_summary(summary(GDS=100 << 20)).judged(nvfs_before=before, nvfs_after=after)
+    assert split.kind == "GDS (DMA proven)" and split.effective.startswith("GDS (DMA proven); ")
+    record = split.record()
+    assert record["gds_label"] == record["gds_kind"] == "GDS (DMA proven)" and record["gds_proven_by"] == "nvidia-fs"
+    # the same counters, but 107 MiB through cuFile: 95% of it is over 101 MiB, more than readMiB grew
+    assert ByteSplit.from_summary(summary(GDS=107 << 20)).judged(nvfs_before=before, nvfs_after=after).kind == \
+        "cuFile (DMA not proven)"
+
+
+def test_no_gds_byte_is_kvikios_posix_with_its_reason():
+    split = ByteSplit.from_summary(summary(POSIX=1 << 30), gds_available=False, small_bytes=0, compat_setting="ON",
+                                   compat_preferred=True)
+    assert split.kind == "POSIX (KvikIO fallback: compat mode ON)" and split.gds_share == 0.0
+    assert split.describe() == "POSIX 100.0% of bytes"
+    assert "GDS (DMA proven)" not in split.effective and "cuFile" not in split.effective
+    auto = ByteSplit.from_summary(summary(POSIX=1 << 30), compat_setting="AUTO", compat_preferred=True)
+    assert auto.kind == "POSIX (KvikIO fallback: is_compat_mode_preferred() is True)"
 
 
 def test_posix_bytes_under_the_threshold_are_explained():
     split = ByteSplit.from_summary(summary(GDS=973, POSIX=27), gds_available=True, gds_threshold=1 << 20,
                                    small_bytes=27)
-    assert split.describe() == "GDS 97.3% of bytes, POSIX 2.7% (reads under the 1 MiB gds_threshold)"
-    assert split.kind == "GDS proper" and split.gds_share >= GDS_PROPER
+    assert split.describe() == "GDS 97.3% of bytes, POSIX 2.7% (27 B in reads under the 1 MiB gds_threshold)"
+    assert split.kind == "cuFile (DMA not proven)" and split.gds_share >= GDS_PROPER
 
 
-def test_a_mixed_run_is_not_gds_proper():
-    split = ByteSplit.from_summary(summary(GDS=600, POSIX=400), gds_available=True, small_bytes=100)
-    assert split.kind == "mixed"
-    assert "300 B more that KvikIO sent through POSIX" in split.describe()
+def test_a_mixed_run_is_labelled_by_kvikios_fallback():
+    split = ByteSplit.from_summary(summary(GDS=600, POSIX=400), gds_available=True, small_bytes=100,
+                                   gds_threshold=4096)
+    assert split.kind == "POSIX (KvikIO fallback: reads under gds_threshold (4096 B) and 300 B more sent through POSIX)"
     record = split.record()
     assert record["gds_bytes"] == 600 and record["posix_bytes"] == 400 and record["gds_share"] == 0.6
 
@@ -118,18 +137,26 @@ class Completion:
         return self.nbytes
 
 
+def _failed(path, what, e):
+    from gdslab.errors import LoadError
+
+    return LoadError(path, f"{what}: {e}")
+
+
 def test_gds_reads_land_when_they_complete_not_in_issue_order(tmp_path):
     import collections
     import time
 
     from gdslab.datapaths.base import Chunk
-    from gdslab.datapaths.gds import _land
+    from gdslab.datapaths.gds import _land, _Timing
 
-    job = LoadJob([], torch.device("cpu"), 1, 1 << 20, EventLog(), threading.Event())
-    reads = [(Chunk(k, tmp_path / "f", k * 1000, 0, 100 * (k + 1)), 0.0, Completion(100 * (k + 1))) for k in range(3)]
+    job = LoadJob([], torch.device("cpu"), 4, 1 << 20, EventLog(), threading.Event())
+    timing = _Timing(4)
+    reads = [(Chunk(k, tmp_path / "f", k * 1000, 0, 100 * (k + 1)), 0.0, Completion(100 * (k + 1)), k)
+             for k in range(3)]
     pending = collections.deque(reads)
     reads[1][2].finished.set()  # the second read finishes first
-    _land(job, pending, block=False)  # while issuing, only the oldest are looked at: nothing lands yet
+    _land(job, pending, timing, block=False, failed=_failed)  # while issuing, only the oldest are looked at
     assert len(pending) == 3 and not job.log.events
 
     def finish_later():
@@ -139,10 +166,54 @@ def test_gds_reads_land_when_they_complete_not_in_issue_order(tmp_path):
         reads[0][2].finished.set()
 
     threading.Thread(target=finish_later).start()
-    _land(job, pending, block=True)
+    _land(job, pending, timing, block=True, failed=_failed)
     assert len(job.log.events) == 3 and not pending
     ends = {e.nbytes // 100 - 1: e.end for e in job.log.events}  # read k moved 100 * (k + 1) bytes
     assert ends[1] < ends[2] - 0.03 and ends[2] < ends[0] - 0.03  # each stamped when it completed
+    assert timing.queue_s == 0  # three reads, four pool threads: none waited for a thread
+
+
+def test_a_gds_read_waiting_for_a_pool_thread_is_logged_as_queue_then_service(tmp_path):
+    """One pool thread, two reads queued at 0: the second runs only once the first finished."""
+    import collections
+    import time
+
+    from gdslab.datapaths.base import Chunk
+    from gdslab.datapaths.gds import _land, _Timing
+
+    job = LoadJob([], torch.device("cpu"), 1, 1 << 20, EventLog(), threading.Event())
+    timing = _Timing(1)
+    reads = [(Chunk(k, tmp_path / "f", k << 20, 0, 1 << 20), 0.0, Completion(1 << 20), k) for k in range(2)]
+
+    def finish_later():
+        time.sleep(0.05)
+        reads[0][2].finished.set()
+        time.sleep(0.05)
+        reads[1][2].finished.set()
+
+    threading.Thread(target=finish_later).start()
+    _land(job, collections.deque(reads), timing, block=True, failed=_failed)
+    events = job.log.events
+    first, second = sorted((e for e in events if e.stage == "read"), key=lambda e: e.end)
+    (wait,) = [e for e in events if e.stage == "wait"]
+    assert first.start == 0.0 and wait.start == 0.0 and wait.end == first.end == second.start
+    assert second.end >= second.start + 0.04  # its service, not its queue
+    assert abs(timing.queue_s - wait.end) < 1e-9 and timing.service_s == pytest.approx(second.end, abs=1e-9)
+
+
+def test_large_gds_destinations_sit_at_their_file_offsets_phase():
+    from gdslab.datapaths.gds import PHASE_MATCH_FROM, _phased_allocator, _Timing
+    from gdslab.datapaths.base import BLOCK, Chunk
+
+    job = LoadJob([], torch.device("cpu"), 1, 1 << 20, EventLog(), threading.Event())
+    allocate = _phased_allocator(job)
+    for phase in (0, 2, 1234, 4094):
+        t = allocate((PHASE_MATCH_FROM // 2,), torch.bfloat16, PHASE_MATCH_FROM, "f", "x", phase)
+        assert t.data_ptr() % BLOCK == phase % BLOCK and t.shape == (PHASE_MATCH_FROM // 2,)
+    timing = _Timing(1)
+    timing.address(8192 + 100, Chunk(0, "f", 4096 + 100, 0, 777))   # same phase: not counted
+    timing.address(8192 + 100, Chunk(0, "f", 4096 + 101, 0, 555))   # one byte off: counted
+    assert timing.mismatched == 555
 
 
 # --- coalescing small tensors -------------------------------------------------------------------
@@ -247,7 +318,7 @@ def test_options_are_the_paths_own(ckpt):
     with pytest.raises(ValueError, match="buffers_per_thread must be a positive integer"):
         gdslab.load(ckpt, "pinned-bounce", "cpu", buffers_per_thread=0)
     assert gdslab.datapaths.get("pinned-bounce").knobs == ("threads", "io_size", "buffers_per_thread", "direct")
-    assert gdslab.datapaths.get("gds").knobs == ("threads", "io_size", "gds_threshold", "register")
+    assert gdslab.datapaths.get("gds").knobs == ("threads", "io_size", "gds_threshold", "register", "strict", "match_phase")
 
 
 def test_memory_held_by_the_caching_allocator_counts_as_free():
@@ -305,8 +376,14 @@ def test_gds_run_reports_its_byte_split(ckpt):
     run = gdslab.load(ckpt, "gds", "cuda:0", threads=4, io_size="1MiB", gds_threshold=4096)
     record = run.record()
     assert record["gds_bytes"] + record["posix_bytes"] == run.nbytes  # KvikIO counted every byte we read
-    assert record["gds_threshold"] == 4096 and run.effective.startswith("gds: ")
-    assert (record["gds_kind"] == "GDS proper") == (record["gds_share"] >= GDS_PROPER)
+    assert record["gds_threshold"] == 4096 and record["gds_label"] == record["gds_kind"]
+    assert run.effective.startswith(record["gds_label"] + "; ")
+    assert record["gds_label"] in ("GDS (DMA proven)", "cuFile (DMA not proven)") or \
+        record["gds_label"].startswith("POSIX (KvikIO fallback: ")
+    assert record["allow_compat_mode"] in (True, False) and record["gds_available"] in (True, False)
+    if record["gds_label"] == "GDS (DMA proven)":  # only from evidence below cuFile
+        assert record["gds_proven_by"] in ("nvidia-fs", "cuFile stats", "strict run")
+    assert record["phase_mismatched_bytes"] >= 0 and record["gds_queue_s"] >= 0 and record["gds_service_s"] > 0
     reads = [e for e in run.events if e.stage == "read"]
     assert sum(e.nbytes for e in reads) == run.nbytes and all(0 <= e.start <= e.end for e in reads)
     plan = LoadJob(TensorRead.all_of(gdslab.Checkpoint.open(ckpt).tensors), torch.device("cpu"), 4, 1 << 20,
