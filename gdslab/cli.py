@@ -80,16 +80,23 @@ def cmd_load(args) -> int:
     from .devices import resolve_device
     from .sizes import format_size
 
+    options = _options(args.option, many=False)
+    if args.strict_gds:  # before anything starts cuFile: it reads its configuration once, when it opens
+        datapath, why, options["strict"] = "gds", "strict GDS asked for: cuFile compat mode off", True
+        config = _strict_cufile_json(args.cufile_dir)
+        print(f"strict GDS: {config} (allow_compat_mode false; cufile.log in {config.parent}), KvikIO compat OFF",
+              flush=True)
     ckpt = Checkpoint.open(args.source)
     device = resolve_device(args.device)
-    datapath, why = (args.datapath, "asked for") if args.datapath else best_datapath(device)
+    if not args.strict_gds:
+        datapath, why = (args.datapath, "asked for") if args.datapath else best_datapath(device)
     dtypes = ", ".join(f"{k}×{v}" for k, v in sorted(ckpt.dtype_counts().items()))
     print(f"{ckpt.root}: {format_size(ckpt.nbytes)} in {len(ckpt.files)} file(s), {len(ckpt.tensors)} tensors "
           f"({dtypes}) → {device} by {datapath} ({why})", flush=True)
     if args.cold:
         evict_all(f.path for f in ckpt.files)
     run = BackgroundLoad(ckpt, datapath=datapath, device=device, threads=args.threads,
-                         io_size=args.io_size, **_options(args.option, many=False))
+                         io_size=args.io_size, **options)
     with tqdm(total=run.total, unit="B", unit_scale=True, unit_divisor=1000, desc=datapath) as bar:
         try:
             while not run.done:
@@ -100,8 +107,32 @@ def cmd_load(args) -> int:
             run.thread.join()
             raise
         bar.update(run.log.landed_bytes - bar.n)
-    print(run.wait())
+    try:
+        result = run.wait()
+    except GdslabError as e:
+        print(f"gdslab load: {e}", file=sys.stderr)
+        return 1
+    print(result)
+    if args.record:
+        import json
+        from pathlib import Path
+
+        Path(args.record).write_text(json.dumps(result.record(), indent=2, default=str) + "\n")
     return 0
+
+
+def _strict_cufile_json(folder: str | None):
+    """Write the strict cufile.json (the usual one, compat off) and point cuFile and KvikIO at it."""
+    import os
+    import tempfile
+
+    from . import gds_evidence
+
+    base_path = gds_evidence.default_cufile_json()
+    base = gds_evidence.read_cufile_json(base_path) if base_path else None
+    config = gds_evidence.write_strict_cufile_json(folder or tempfile.mkdtemp(prefix="gdslab-strict-"), base)
+    os.environ.update(gds_evidence.strict_environment(config))
+    return config
 
 
 def _list(text: str, convert=str) -> list:
@@ -288,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cold", action="store_true", help="evict the checkpoint's pages first")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="a data path's own knob, e.g. buffers_per_thread=4 or gds_threshold=1MiB (repeatable)")
+    p.add_argument("--strict-gds", action="store_true",
+                   help="gds with cuFile's compatibility mode off (a temporary cufile.json through "
+                        "CUFILE_ENV_PATH_JSON) and KvikIO compat OFF: every read is DMA or the load fails, saying why")
+    p.add_argument("--cufile-dir", default=None, help="with --strict-gds: where its cufile.json and cufile.log go")
+    p.add_argument("--record", default=None, metavar="FILE", help="write the load's record there as JSON")
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("demo", help="the headline: every data path, cold and warm, a table and a chart")
