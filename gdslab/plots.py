@@ -518,15 +518,19 @@ def plot_cold_start(projections: Sequence[Any], *, startup: float = 0.0) -> Figu
     """Horizontal bars of projected seconds (log scale), each labelled a projection, with its published figure.
 
     `projections` are `gdslab.coldstart.Projection`s (or `ScenarioRow`s, whose projection is
-    used). A published figure is a black mark on its bar; `startup` (seconds, e.g. the sum of
+    used). Each bar's label says what the row is: calibrated (on its own published figure),
+    predicted or assumed (`coldstart.classify`), and "· your runs" where measured inputs went in.
+    A published figure is a black mark on its bar; `startup` (seconds, e.g. the sum of
     `coldstart.startup()`) is drawn after the weights, in grey: the rest of a cold start.
     """
-    from .coldstart import LABEL, format_seconds
+    from .coldstart import LABEL, classify, format_seconds
 
+    kinds = [getattr(p, "kind", None) or classify(getattr(p, "projection", p))[0] for p in projections]
     projections = [getattr(p, "projection", p) for p in projections]
     fig = Figure(figsize=(11.5, 0.62 * len(projections) + 2.2), layout="constrained")
     ax = fig.subplots()
-    names = [_wrap(p.scenario.title, 44) + (" · calibrated" if p.measured else "") for p in projections]
+    names = [_wrap(p.scenario.title, 44) + f"\n[{kind}]" + (" · your runs" if p.measured else "")
+             for p, kind in zip(projections, kinds)]
     seconds = [p.seconds if not p.unavailable else 0.0 for p in projections]
     colors = ["tab:green" if p.scenario.loader.endswith("gds") else "tab:blue" for p in projections]
     bars = ax.barh(names, seconds, color=colors, hatch="//", edgecolor="white", label=f"weights ({LABEL})")
@@ -542,6 +546,9 @@ def plot_cold_start(projections: Sequence[Any], *, startup: float = 0.0) -> Figu
         if published:
             y = bar.get_y() + bar.get_height() / 2
             ax.plot([published], [y], marker="D", color="black", markersize=6, zorder=3)
+            if p.ratio is not None:
+                ax.annotate(f"×{p.ratio:.2f} of published", (published, y), xytext=(0, -9),
+                            textcoords="offset points", ha="center", va="top", fontsize=6.5)
     if any(p.scenario.published_s for p in projections):
         ax.plot([], [], marker="D", color="black", linestyle="", label="published")
     shown = [s for s in seconds if s] + [p.scenario.published_s for p in projections if p.scenario.published_s]
