@@ -238,7 +238,7 @@ def cmd_dist_load(args) -> int:
     records = []
     for repeat in range(args.repeats):
         result = load_sharded(args.checkpoint, args.world, devices, args.datapath, args.threads, args.io_size,
-                              strided=args.strided, vocab=args.vocab, cache=args.cache)
+                              strided=args.strided, vocab=args.vocab, cache=args.cache, simulate=args.simulate)
         print(result, flush=True)
         records += [{**r, "repeat": repeat, "kind": "rank"} for r in result.records()]
         records.append({**result.record(), "repeat": repeat, "kind": "run"})
@@ -258,6 +258,8 @@ def add_dist_load(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--world", type=int, default=None, help="ranks (default: one per GPU)")
     p.add_argument("--devices", default=None, help="comma list, e.g. cuda:0,cuda:1 (default: GPUs, else cpu × world)")
+    p.add_argument("--simulate", action="store_true",
+                   help="more ranks than GPUs: run them on the CPU (recorded as simulated) instead of refusing")
     p.add_argument("--datapath", default=None, help="default: host-direct on CPU, gds or pinned-bounce on GPU")
     p.add_argument("--threads", type=int, default=4, help="reader threads per rank")
     p.add_argument("--io-size", default="16MiB")

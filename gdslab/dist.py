@@ -206,6 +206,15 @@ def rank_device(device: str | torch.device | None, local_rank: int) -> torch.dev
     return resolve_device(device)
 
 
+def check_local_ranks(local_world: int | None, gpus: int) -> None:
+    """More local ranks than visible GPUs ends in NCCL's raw "Duplicate GPU detected": say what to change first."""
+    if local_world and local_world > gpus:
+        raise DatapathUnavailable(
+            f"torchrun started LOCAL_WORLD_SIZE={local_world} ranks on this node, but there are {gpus} GPU(s) visible "
+            f"(torch.cuda.device_count()): NCCL needs one GPU per rank. Use --nproc-per-node {gpus}, make more GPUs "
+            "visible (CUDA_VISIBLE_DEVICES), or use gloo with --device cpu")
+
+
 def _init(backend: str | None, init_method: str | None = None, rank: int | None = None,
           world: int | None = None, timeout_s: float = 600, device: str | torch.device | None = None) -> torch.device:
     """Init the process group (env:// under torchrun); the device this rank loads onto.
@@ -219,6 +228,8 @@ def _init(backend: str | None, init_method: str | None = None, rank: int | None 
     backend = backend or ("nccl" if cuda else "gloo")
     if backend == "nccl" and not cuda:
         raise DatapathUnavailable("the nccl backend needs CUDA GPUs; there are none here (use gloo)")
+    if backend == "nccl":
+        check_local_ranks(int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or None, torch.cuda.device_count())
     device = rank_device(device if device is not None else (None if backend == "nccl" else "cpu"), local_rank)
     kwargs = {"timeout": timedelta(seconds=timeout_s)}
     if device.type == "cuda":

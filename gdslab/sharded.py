@@ -299,16 +299,26 @@ def run_record(records: Sequence[dict], seconds: float | None = None) -> dict:
     return rec
 
 
-def _devices(world: int | None, devices: Sequence[str | torch.device] | None) -> list[torch.device]:
+def _devices(world: int | None, devices: Sequence[str | torch.device] | None, device: str | None = None,
+             simulate: bool = False) -> list[torch.device]:
+    """One device per rank. More ranks than GPUs is refused unless `simulate` (ranks on the CPU, recorded so)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if devices is None:
-        if torch.cuda.is_available() and world is None:
-            devices = [f"cuda:{k}" for k in range(torch.cuda.device_count())]
-        elif world is None:
-            raise ValueError("give world (the number of ranks) or devices: there is no GPU to count here")
-        elif torch.cuda.is_available() and world <= torch.cuda.device_count():
+        kind = torch.device(device).type if device is not None else ("cuda" if gpus else "cpu")
+        if world is None:
+            if kind == "cpu":
+                raise ValueError("give world (the number of ranks) or devices: there is no GPU to count here")
+            world = gpus
+        if kind == "cpu":
+            devices = ["cpu"] * world  # host ranks: simulated, and recorded so
+        elif world <= gpus:
             devices = [f"cuda:{k}" for k in range(world)]
-        else:
+        elif simulate:
             devices = ["cpu"] * world
+        else:
+            raise DatapathUnavailable(
+                f"{world} ranks on GPUs need {world} GPUs, but this machine has {gpus}: give world={gpus} or fewer, "
+                "or simulate=True to run the ranks on the CPU (recorded as simulated, not a GPU result)")
     devices = [resolve_device(d) for d in devices]
     if world is not None and len(devices) != world:
         raise ValueError(f"world is {world} but {len(devices)} devices were given")
@@ -329,12 +339,15 @@ def load_sharded(
     vocab: str = "split",
     cache: str = "as-is",
     cancel: threading.Event | None = None,
+    device: str | None = None,
+    simulate: bool = False,
     **options,
 ) -> ShardedResult:
     """Load every rank's slice at once, one worker thread per device (rank r → devices[r]).
 
-    `devices` defaults to every local GPU (the first `world` of them), else `world` × "cpu"
-    (simulated ranks). Each rank runs `threads` readers by `datapath` (default per device:
+    `devices` defaults to the first `world` local GPUs (`device="cuda"`, or nothing asked on a
+    GPU machine), else `world` × "cpu" (`device="cpu"`, or no GPU here: simulated ranks,
+    recorded so). More ranks than GPUs is refused unless `simulate=True` asks for CPU ranks. Each rank runs `threads` readers by `datapath` (default per device:
     `default_datapath`). `cache` 'cold' evicts the files first, 'warm' reads them first.
     Any rank failing stops the others, and its error is raised once they have all stopped.
     `options` are the data path's own knobs. KvikIO's thread pool is one per process, so
@@ -343,12 +356,12 @@ def load_sharded(
     pset = None if isinstance(source, Checkpoint) or not is_preshard(source) else open_set(source)
     if pset is not None:  # a pre-sharded set: its TP degree decides the ranks, each reads its own files whole
         pset.check_world(world if world is not None else (len(devices) if devices is not None else None))
-        devices = _devices(pset.tp if devices is None else world, devices)
+        devices = _devices(pset.tp if devices is None else world, devices, device, simulate)
         ckpts, plans = zip(*(rank_plan_of(pset, r) for r in range(pset.tp)))
         world = pset.tp
     else:
         ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
-        devices = _devices(world, devices)
+        devices = _devices(world, devices, device, simulate)
         world = len(devices)
         plans = [rank_plan(ckpt, r, world, strided, vocab) for r in range(world)]  # plan errors before any read
         ckpts = [ckpt] * world
