@@ -27,6 +27,7 @@ from .devices import resolve_device
 from .datapaths.base import LoadJob, TensorRead
 from .errors import GdslabError, LoadCancelled, LoadError
 from .pausegc import paused_gc
+from .policy import resolve
 from .profile import Event, EventLog
 from .sizes import format_size, parse_size
 
@@ -130,10 +131,10 @@ def _drop_frames(error: BaseException) -> None:
 
 def load(
     source,
-    datapath: str = "pinned-bounce",
+    datapath: str = "auto",
     device: str | torch.device | None = None,
-    threads: int = 8,
-    io_size: int | str = "16MiB",
+    threads: int | str = "auto",
+    io_size: int | str = "auto",
     *,
     reads: list[TensorRead] | None = None,
     log: EventLog | None = None,
@@ -143,6 +144,10 @@ def load(
     **options,
 ) -> LoadResult:
     """Load `source` (file, folder, index or `Checkpoint`) by `datapath` onto `device`.
+
+    `datapath`, `threads` and `io_size` default to "auto": `gdslab.policy` chooses them from
+    the machine and the checkpoint's page-cache residency (and a `gdslab tune` profile), and
+    the record's `chosen` and `why` say what and why; an explicit value always wins.
 
     `reads` (default: every tensor, whole) lets tensor-parallel plans load slices. `log`
     collects events while the load runs (live charts read it); setting `cancel` stops the
@@ -161,6 +166,10 @@ def _load(source, datapath, device, threads, io_size, reads, log, cancel, verify
           options) -> LoadResult:
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     device = resolve_device(device)
+    auto = resolve(ckpt.root if ckpt.root.is_dir() else ckpt.root.parent,  # "auto" knobs: the policy's, now
+                   list(dict.fromkeys(r.file for r in reads)) if reads is not None else [f.path for f in ckpt.files],
+                   device, datapath, threads, io_size, options)
+    datapath, threads, io_size, options = auto.datapath, auto.threads, auto.io_size, auto.options
     path = datapaths.get(datapath)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
@@ -220,6 +229,7 @@ def _load(source, datapath, device, threads, io_size, reads, log, cancel, verify
     finally:
         job.destinations = []
     details = dict(job.details)
+    details.update(auto.details)  # what the policy chose and why (nothing when every knob was given)
     if measure_costs:
         details.update(costs.costs(nbytes if device.type == "cpu" else 0).record())
     return LoadResult(
