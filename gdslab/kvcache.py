@@ -4,17 +4,24 @@ A served model's GPU memory holds three things: the weights (bf16 or FP8, pre-sh
 rank holds its slice), a reserve for activations and the runtime (an explicit, named input:
 vLLM keeps 10% of each GPU by default), and the KV cache, which fills the rest. Each token
 of context costs `2 (K and V) × layers × KV heads × head dim` values in the cache; at what
-precision (bf16, FP8, or 4- and 3-bit compressed KV) decides how many tokens fit.
+precision (bf16, FP8, or compressed as KIVI and TurboQuant publish it, overheads counted)
+decides how many tokens fit. The HBM is the byte count the device reports (143,771 MiB per
+H200), not the datasheet's "141 GB"; `node_here()` reads it from the GPU where there is one.
+
+Two numbers are easily confused. A *context window* is the longest sequence the model takes
+(Llama 3.1: `max_position_embeddings` = 131,072 tokens). The node's *KV capacity* is the
+tokens of cache all sequences in flight share. A node can hold far more KV than one window
+and still never serve a longer sequence than the window.
 
 Tensor parallelism divides the KV heads over the ranks; where there are more ranks than KV
 heads, each rank still holds a whole head, so heads are replicated and the node pays more
 per token. `tokens_that_fit` counts that.
 
-`PUBLISHED` holds the context capacities AWS published for Llama 3.1 405B on a P5en;
-`published_basis` is the set of inputs under which this model reproduces them, and
-`test_kvcache.py` checks it within ±10%. Those figures count every attention head in the
-cache (as if the model had no grouped-query attention); Llama 3.1 405B keeps 8 KV heads for
-its 128 query heads, so its real cache per token is 16× smaller (see `gqa_factor`).
+`PUBLISHED` holds the capacities AWS published for Llama 3.1 405B (~82K tokens → 400K+ on a
+P5en, 660K on a P6): aggregate KV tokens of one node, on a basis that counts a KV entry for
+every attention head (as if the model had no grouped-query attention) after FP8 weights with
+no reserve (`published_basis`). Llama 3.1 405B keeps 8 KV heads for its 128 query heads, so
+its real cache per token is 16× smaller (see `gqa_factor`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from .synthetic import PRESETS
 
 LABEL = "projection"
 GB = 1e9
+MIB = 2**20
+LLAMA31_CONTEXT = 131072  # Llama 3.1 config.json: max_position_embeddings (every size, 8B to 405B)
+LLAMA31_CONTEXT_SOURCE = "Llama 3.1 config.json (meta-llama on Hugging Face): max_position_embeddings 131072"
 
 # --- the model: what decides the KV cache --------------------------------------------------------
 
@@ -44,6 +54,7 @@ class Attention:
     kv_heads: int  # key/value heads (grouped-query attention keeps fewer than `heads`)
     head_dim: int
     params: int  # parameters, for the prefill's FLOPs
+    max_context: int = LLAMA31_CONTEXT  # the context window: the longest sequence the model takes
 
     @property
     def gqa_factor(self) -> float:
@@ -57,7 +68,8 @@ class Attention:
             raise ValueError(f"unknown model {name!r}; choose from {', '.join(PRESETS)}")
         shape = PRESETS[name]
         params = sum(math.prod(dims) for _, dims in shape.tensors())
-        return cls(name, shape.layers, shape.heads, shape.kv_heads, shape.hidden // shape.heads, params)
+        return cls(name, shape.layers, shape.heads, shape.kv_heads, shape.hidden // shape.heads, params,
+                   LLAMA31_CONTEXT)
 
     @classmethod
     def of_config(cls, config: str | os.PathLike | dict, name: str | None = None) -> "Attention":
@@ -92,36 +104,57 @@ class Attention:
         per_layer = attention + 3 * hidden * inter + 2 * hidden
         tied = bool(config.get("tie_word_embeddings", False))
         params = layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
-        return cls(name or str(config.get("model_type", "model")), layers, heads, kv_heads, head_dim, params)
+        window = int(config.get("max_position_embeddings") or LLAMA31_CONTEXT)
+        return cls(name or str(config.get("model_type", "model")), layers, heads, kv_heads, head_dim, params, window)
 
 
 # --- KV precision ------------------------------------------------------------------------------------
 
+KIVI = "KIVI (Liu et al., ICML 2024, arXiv 2402.02750)"
+TURBOQUANT = "TurboQuant (Zandieh et al., arXiv 2504.19874)"
+
 
 @dataclass(frozen=True)
 class KVFormat:
-    """How each cached key/value is stored: bits per value, plus any per-group scales."""
+    """How each cached key/value is stored, with every overhead the format keeps beside its codes.
+
+    `bits` per value of the codes; `scale_bits` per `group` values (KIVI: an fp16 scale and
+    zero point per group); `norm_bits` per head vector (TurboQuant keeps each vector's norm in
+    higher precision); the most recent `residual_tokens` of each sequence in `residual_bits`
+    (KIVI keeps them in fp16 until a group fills). The last depends on the context length.
+    """
 
     name: str
     bits: float
     source: str
-    group: int = 0  # values sharing one set of scales (0: none stored per group)
-    scale_bits: int = 0  # bits of those scales per group (an fp16 scale and zero point: 32)
+    group: int = 0
+    scale_bits: int = 0
+    norm_bits: int = 0
+    residual_tokens: int = 0
+    residual_bits: int = 16
 
-    @property
-    def bits_per_value(self) -> float:
-        return self.bits + (self.scale_bits / self.group if self.group else 0.0)
+    def bits_per_value(self, head_dim: int = 128, context: int = LLAMA31_CONTEXT) -> float:
+        """Average bits per cached value over one sequence of `context` tokens, overheads counted."""
+        if context < 1 or head_dim < 1:
+            raise ValueError(f"context and head_dim must be positive, got {context}, {head_dim}")
+        coded = self.bits + (self.scale_bits / self.group if self.group else 0.0) + self.norm_bits / head_dim
+        recent = min(context, self.residual_tokens)
+        return ((context - recent) * coded + recent * self.residual_bits) / context
 
 
 KV_FORMATS: dict[str, KVFormat] = {
     "bf16": KVFormat("bf16", 16, "the model's own precision; vLLM's default KV-cache dtype"),
     "fp8": KVFormat("fp8", 8, "FP8 (E4M3) KV cache, one scale per tensor (vLLM kv_cache_dtype='fp8')"),
-    "4bit": KVFormat("4bit", 4, "group-wise asymmetric quantization, an fp16 scale and zero point per 64 "
-                                "values (as KIVI, Liu et al., ICML 2024; the group size is assumed)",
-                     group=64, scale_bits=32),
-    "3bit": KVFormat("3bit", 3, "TurboQuant (Zandieh et al., arXiv 2504.19874): near-lossless KV at about 3 "
-                                "bits a value after a random rotation, no per-group constants; 'TurboQuant "
-                                "KV cache compression (3–4 bits per value)' in " + AWS_GDS_BLOG),
+    "kivi-4bit": KVFormat("kivi-4bit", 4, KIVI + ": keys per channel and values per token in groups of 32, an "
+                                            "fp16 scale and zero point per group; the most recent 128 tokens in fp16",
+                          group=32, scale_bits=32, residual_tokens=128),
+    "kivi-2bit": KVFormat("kivi-2bit", 2, KIVI + ": the paper's 2-bit setting, same groups and fp16 residual",
+                          group=32, scale_bits=32, residual_tokens=128),
+    "turboquant-3.5bit": KVFormat("turboquant-3.5bit", 3.5, TURBOQUANT + ": quality-neutral at 3.5 bits per "
+                                                                      "value; each vector's norm kept beside it "
+                                                                      "(fp16 assumed)", norm_bits=16),
+    "turboquant-2.5bit": KVFormat("turboquant-2.5bit", 2.5, TURBOQUANT + ": 2.5 bits per value with a small "
+                                                                      "quality loss; the norm as above", norm_bits=16),
 }
 
 
@@ -138,10 +171,16 @@ def kv_heads_per_rank(model: Attention, tp: int) -> int:
     return max(1, math.ceil(model.kv_heads / tp))
 
 
-def kv_bytes_per_token(model: Attention, fmt: str | KVFormat = "bf16", tp: int = 1) -> float:
-    """Bytes of KV cache one token costs across all `tp` ranks (replicated heads counted)."""
-    values = 2 * model.layers * kv_heads_per_rank(model, tp) * tp * model.head_dim
-    return values * kv_format(fmt).bits_per_value / 8
+def kv_values_per_token(model: Attention, tp: int = 1) -> int:
+    """Cached values one token costs across all `tp` ranks: K and V × layers × KV heads × head dim."""
+    return 2 * model.layers * kv_heads_per_rank(model, tp) * tp * model.head_dim
+
+
+def kv_bytes_per_token(model: Attention, fmt: str | KVFormat = "bf16", tp: int = 1,
+                       context: int = LLAMA31_CONTEXT) -> float:
+    """Bytes of KV cache one token costs across all `tp` ranks (replicated heads counted), averaged over
+    a sequence of `context` tokens (it matters only for formats that keep recent tokens in fp16)."""
+    return kv_values_per_token(model, tp) * kv_format(fmt).bits_per_value(model.head_dim, context) / 8
 
 
 # --- the node and its budget ------------------------------------------------------------------------
@@ -156,9 +195,31 @@ class Node:
 
 
 NODES: dict[str, Node] = {
-    "p5en": Node("P5en (8× H200)", 8, 141 * GB, "p5en.48xlarge: 8× NVIDIA H200, 141 GB HBM3e each (NVIDIA H200 datasheet)"),
-    "p5": Node("P5 (8× H100)", 8, 80 * GB, "p5.48xlarge: 8× NVIDIA H100, 80 GB HBM3 each (NVIDIA H100 datasheet)"),
+    "p5en": Node("P5en (8× H200)", 8, 143771 * MIB, "p5en.48xlarge: 8× NVIDIA H200 at 143,771 MiB each as the "
+                                                   "device reports it (nvidia-smi; 150.75 GB, the datasheet's "
+                                                   "'141 GB' is not the byte count); published, not read here"),
+    "p5": Node("P5 (8× H100)", 8, 81559 * MIB, "p5.48xlarge: 8× NVIDIA H100 80GB at 81,559 MiB each as nvidia-smi "
+                                               "reports it; published, not read here"),
+    "p6": Node("P6 (8× B200)", 8, 180 * GB, "p6-b200.48xlarge: 8× NVIDIA B200 at the datasheet's 180 GB each "
+                                            "(NVIDIA B200-SXM-180GB; the device's own byte count is not known here)"),
 }
+
+
+def node_here(fallback: str = "p5en") -> Node:
+    """The GPUs of this machine with the HBM each reports (torch.cuda.mem_get_info's total), or the
+    published `NODES[fallback]` where there is no GPU; its source says which."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and torch.cuda.is_available() and torch.cuda.device_count():
+        _, total = torch.cuda.mem_get_info(0)
+        name = torch.cuda.get_device_name(0)
+        gpus = torch.cuda.device_count()
+        return Node(f"this machine ({gpus}× {name})", gpus, float(total),
+                    f"measured here: torch.cuda.mem_get_info total on cuda:0 ({name}): {total / MIB:,.0f} MiB")
+    node = NODES[fallback]
+    return replace(node, source=node.source + "; no GPU here, so the published figure is used")
 
 
 @dataclass(frozen=True)
@@ -200,8 +261,10 @@ class Budget:
     reserved: float
     kv_cache: float
     kv_per_token: float
-    tokens: int
+    tokens: int  # the node's KV capacity: tokens shared by every sequence in flight
     heads_counted: str  # "KV heads" (the model's GQA) or "every attention head" (the published basis)
+    context: int = LLAMA31_CONTEXT  # the sequence length the per-token cost was averaged over
+    window: int = LLAMA31_CONTEXT  # the model's context window: no one sequence is longer
 
     @property
     def hbm(self) -> float:
@@ -211,19 +274,27 @@ class Budget:
     def label(self) -> str:
         return f"{self.model} {self.weights_dtype} weights, {self.kv} KV"
 
-    def full_contexts(self, context: int = 131072) -> int:
-        """How many sequences of `context` tokens fit at once (Llama 3.1's window is 128K)."""
-        return self.tokens // context
+    def full_contexts(self, context: int | None = None) -> int:
+        """How many sequences of `context` tokens (default: the whole window) fit at once."""
+        return self.tokens // (context or self.window)
+
+    def describe(self) -> str:
+        """The node's KV capacity beside the per-sequence limit, in words."""
+        return (f"{self.label} on {self.node.name}: the node holds {self.tokens:,} tokens of KV ({LABEL}), "
+                f"shared by the sequences in flight; one sequence is at most {self.window:,} tokens (the context "
+                f"window), so {self.full_contexts():,} full-window sequences fit at once")
 
 
 def tokens_that_fit(model: str = "llama-3.1-405b", weights_dtype: str = "fp8_e4m3", kv: str | KVFormat = "bf16",
                     node: str | Node = "p5en", reserve: str | Reserve = "vllm-default",
-                    every_head: bool = False) -> Budget:
+                    every_head: bool = False, context: int = LLAMA31_CONTEXT) -> Budget:
     """The node's HBM after the weights and the reserve, and the tokens of KV cache it holds.
 
     Tensor parallelism over all the node's GPUs, each holding its pre-sharded weights.
     `every_head=True` counts a KV entry for every attention head, as if the model had no
     grouped-query attention: the basis of the published figures (`published_basis`).
+    `context` is the length of each sequence in flight, for formats that keep its most recent
+    tokens in fp16 (KIVI); the others cost the same per token at any length.
     """
     node = NODES[node] if isinstance(node, str) else node
     reserve = RESERVES[reserve] if isinstance(reserve, str) else reserve
@@ -233,9 +304,10 @@ def tokens_that_fit(model: str = "llama-3.1-405b", weights_dtype: str = "fp8_e4m
     weights = weights_per_rank(model, weights_dtype, node.gpus) * node.gpus
     reserved = reserve.bytes_per_gpu(node) * node.gpus
     free = max(0.0, node.gpus * node.hbm_per_gpu - weights - reserved)
-    per_token = kv_bytes_per_token(attention, kv, node.gpus)
+    per_token = kv_bytes_per_token(attention, kv, node.gpus, context)
     return Budget(model, weights_dtype, kv_format(kv).name, node, reserve, weights, reserved, free, per_token,
-                  int(free // per_token), "every attention head" if every_head else "KV heads")
+                  int(free // per_token), "every attention head" if every_head else "KV heads", context,
+                  attention.max_context)
 
 
 # --- the published figures ---------------------------------------------------------------------------
@@ -243,43 +315,81 @@ def tokens_that_fit(model: str = "llama-3.1-405b", weights_dtype: str = "fp8_e4m
 
 @dataclass(frozen=True)
 class Published:
+    """A published KV capacity: aggregate tokens of KV one node holds, on the basis `published_basis` states."""
+
     what: str
-    kv: str
+    kv: str  # the format this model counts it with (as published: TurboQuant ~3.5 bits plus a norm)
+    node: str
     tokens: int
-    bound: str  # "about" or "over"
+    bound: str  # "about", "over" or "up to"
     source: str
+    fitted: bool  # whether the basis was chosen to reproduce this figure (False: out of sample)
 
 
 PUBLISHED = (
-    Published("Llama 3.1 405B on a P5en, bf16 KV cache", "bf16", 82_000, "about", AWS_GDS_BLOG + ": ~82K tokens"),
-    Published("Llama 3.1 405B on a P5en, TurboQuant-compressed KV cache", "3bit", 400_000, "over",
-              AWS_GDS_BLOG + ": over 400K tokens"),
+    Published("Llama 3.1 405B on a P5en, bf16 KV cache", "bf16", "p5en", 82_000, "about",
+              AWS_GDS_BLOG + ": ~82K tokens", True),
+    Published("Llama 3.1 405B on a P5en, TurboQuant-compressed KV cache", "turboquant-3.5bit", "p5en", 400_000,
+              "over", AWS_GDS_BLOG + ": over 400K tokens (TurboQuant, '3–4 bits per value')", False),
+    Published("Llama 3.1 405B on a P6 (8× B200), TurboQuant-compressed KV cache", "turboquant-3.5bit", "p6",
+              660_000, "up to", AWS_GDS_BLOG + ": up to 660K tokens", False),
 )
 
 
-def published_basis(kv: str) -> Budget:
-    """The inputs under which this model reproduces the published capacities.
+def published_basis(kv: str | KVFormat, node: str | Node = "p5en") -> Budget:
+    """The inputs on which this model meets the published ~82K: an aggregate of KV tokens on one node.
 
     FP8 weights (pre-quantized, as in the same post), the whole HBM after the weights (no
-    reserve), and a KV entry for every one of the 128 attention heads. The published bf16
-    figure is matched within 1% only if the FP8 checkpoint's size in GiB (453.8) is taken
-    as GB; with its real size (487 GB) this basis gives ~5% fewer tokens.
+    reserve), and a KV entry for every one of the 128 attention heads. With the H200's HBM
+    as the device reports it (143,771 MiB) this basis gives 87K at bf16, 6% over the ~82K;
+    with the datasheet's 141 GB, 78K. The other published figures are checked on this same
+    basis, nothing refitted.
     """
-    return tokens_that_fit("llama-3.1-405b", "fp8_e4m3", kv, "p5en", "none", every_head=True)
+    return tokens_that_fit("llama-3.1-405b", "fp8_e4m3", kv, node, "none", every_head=True)
 
 
-def budgets(model: str = "llama-3.1-405b", node: str = "p5en", reserve: str = "vllm-default",
-            weights: tuple[str, ...] = ("bf16", "fp8_e4m3"), kvs: tuple[str, ...] = tuple(KV_FORMATS)) -> list[Budget]:
+def implied_bits_per_value(published: Published) -> float:
+    """Bits per cached value, all overheads in, that the published token count needs on its basis."""
+    basis = published_basis("bf16", published.node)
+    values = basis.kv_per_token / 2  # bf16: 2 bytes per value, every head counted
+    return basis.kv_cache * 8 / (published.tokens * values)
+
+
+@dataclass(frozen=True)
+class PublishedCheck:
+    published: Published
+    projected: int
+    ratio: float
+    implied_bits: float
+    own_heads: int  # the same node and format with the model's own 8 KV heads (GQA)
+
+
+def check_published(reserve: str = "none") -> list[PublishedCheck]:
+    """Each published capacity beside this model's projection on the published basis (and with GQA)."""
+    rows = []
+    for pub in PUBLISHED:
+        basis = published_basis(pub.kv, pub.node)
+        own = tokens_that_fit("llama-3.1-405b", "fp8_e4m3", pub.kv, pub.node, reserve)
+        rows.append(PublishedCheck(pub, basis.tokens, basis.tokens / pub.tokens, implied_bits_per_value(pub),
+                                   own.tokens))
+    return rows
+
+
+def budgets(model: str = "llama-3.1-405b", node: str | Node = "p5en", reserve: str = "vllm-default",
+            weights: tuple[str, ...] = ("bf16", "fp8_e4m3"),
+            kvs: tuple[str, ...] = ("bf16", "fp8", "kivi-4bit", "turboquant-3.5bit", "kivi-2bit"),
+            context: int = LLAMA31_CONTEXT) -> list[Budget]:
     """Every weights × KV precision on one node: the notebook's stacked bars."""
-    return [tokens_that_fit(model, w, kv, node, reserve) for w in weights for kv in kvs]
+    return [tokens_that_fit(model, w, kv, node, reserve, context=context) for w in weights for kv in kvs]
 
 
 def budget_table(rows: list[Budget]) -> str:
-    lines = [f"{'configuration':44} {'weights':>9} {'reserve':>8} {'KV cache':>9} {'KB/token':>9} "
-             f"{'tokens':>10}  128K contexts  ({LABEL})"]
+    window = rows[0].window if rows else LLAMA31_CONTEXT
+    lines = [f"{'configuration':52} {'weights':>9} {'reserve':>8} {'KV cache':>9} {'KB/token':>9} "
+             f"{'node KV tokens':>15}  sequences of {window:,} (the window)  ({LABEL})"]
     for b in rows:
-        lines.append(f"{b.label:44} {b.weights / GB:7.0f}GB {b.reserved / GB:6.0f}GB {b.kv_cache / GB:7.0f}GB "
-                     f"{b.kv_per_token / 1e3:9.1f} {b.tokens:10,}  {b.full_contexts():>5}")
+        lines.append(f"{b.label:52} {b.weights / GB:7.0f}GB {b.reserved / GB:6.0f}GB {b.kv_cache / GB:7.0f}GB "
+                     f"{b.kv_per_token / 1e3:9.1f} {b.tokens:15,}  {b.full_contexts():>5}")
     return "\n".join(lines)
 
 
@@ -314,7 +424,45 @@ def recompute_seconds(model: Attention, tokens: int, gpu: str | Gpu = "h200-bf16
 
 def restore_seconds(model: Attention, tokens: int, gbps: float, fmt: str | KVFormat = "bf16", tp: int = 8) -> float:
     """Seconds to read a context's KV cache back at `gbps` (1e9 B/s) across the node."""
-    return tokens * kv_bytes_per_token(model, fmt, tp) / (gbps * GB)
+    return tokens * kv_bytes_per_token(model, fmt, tp, tokens) / (gbps * GB)
+
+
+def breakeven_gbps(model: Attention, tokens: int, fmt: str | KVFormat = "bf16", tp: int = 8,
+                   gpu: str | Gpu = "h200-bf16", gpus: int = 8, mfu: float = MFU) -> float:
+    """The restore bandwidth (GB/s) at which reading a context's KV back takes as long as recomputing it.
+
+    Faster storage wins. The KV bytes grow linearly with the context, the prefill faster than
+    linearly, so the bandwidth a restore needs falls as contexts grow.
+    """
+    return tokens * kv_bytes_per_token(model, fmt, tp, tokens) / recompute_seconds(model, tokens, gpu, gpus, mfu) / GB
+
+
+@dataclass(frozen=True)
+class Breakeven:
+    tokens: int
+    kv_bytes: float
+    recompute_s: dict[str, float]  # by prefill precision (GPUS key)
+    needed_gbps: dict[str, float]  # the restore bandwidth that ties with that prefill
+
+
+def breakeven_table(model: Attention, contexts: tuple[int, ...] = (4096, 16384, 32768, 65536, 131072),
+                    fmt: str | KVFormat = "bf16", tp: int = 8, gpus: int = 8,
+                    prefills: tuple[str, ...] = ("h200-bf16", "h200-fp8"), mfu: float = MFU) -> list[Breakeven]:
+    """For each context length: its KV bytes, the prefill's seconds and the bandwidth a restore must beat."""
+    return [Breakeven(t, t * kv_bytes_per_token(model, fmt, tp, t),
+                      {g: recompute_seconds(model, t, g, gpus, mfu) for g in prefills},
+                      {g: breakeven_gbps(model, t, fmt, tp, g, gpus, mfu) for g in prefills}) for t in contexts]
+
+
+def format_breakeven(rows: list[Breakeven]) -> str:
+    prefills = list(rows[0].needed_gbps) if rows else []
+    head = f"{'context':>9} {'KV bytes':>9}" + "".join(
+        f"  {'recompute ' + GPUS[g].name:>28} {'restore must beat':>18}" for g in prefills)
+    lines = [head + f"   ({LABEL}; prefill at {MFU:.0%} of peak, assumed)"]
+    for r in rows:
+        lines.append(f"{r.tokens:>9,} {r.kv_bytes / GB:7.1f}GB" + "".join(
+            f"  {r.recompute_s[g]:>26.2f} s {r.needed_gbps[g]:>13.2f} GB/s" for g in prefills))
+    return "\n".join(lines)
 
 
 def crossover_tokens(model: Attention, gbps: float, fmt: str | KVFormat = "bf16", tp: int = 8,
@@ -338,7 +486,10 @@ def crossover_tokens(model: Attention, gbps: float, fmt: str | KVFormat = "bf16"
     return hi
 
 
-__all__ = ["Attention", "Budget", "GPUS", "Gpu", "KVFormat", "KV_FORMATS", "LABEL", "MFU", "NODES", "Node",
-           "PUBLISHED", "Published", "RESERVES", "Reserve", "budget_table", "budgets", "crossover_tokens",
-           "kv_bytes_per_token", "kv_format", "kv_heads_per_rank", "prefill_flops", "published_basis",
-           "recompute_seconds", "restore_seconds", "tokens_that_fit", "weights_per_rank"]
+__all__ = ["Attention", "Breakeven", "Budget", "GPUS", "Gpu", "KIVI", "KVFormat", "KV_FORMATS", "LABEL",
+           "LLAMA31_CONTEXT", "LLAMA31_CONTEXT_SOURCE", "MFU", "NODES", "Node", "PUBLISHED", "Published",
+           "PublishedCheck", "RESERVES", "Reserve", "TURBOQUANT", "breakeven_gbps", "breakeven_table",
+           "budget_table", "budgets", "check_published", "crossover_tokens", "format_breakeven", "implied_bits_per_value",
+           "kv_bytes_per_token", "kv_format", "kv_heads_per_rank", "kv_values_per_token", "node_here",
+           "prefill_flops", "published_basis", "recompute_seconds", "restore_seconds", "tokens_that_fit",
+           "weights_per_rank"]
