@@ -297,26 +297,45 @@ def _bounce_io(files: _Files, blocks: torch.Tensor, layout: Layout, write: bool,
         list(pool.map(worker, range(threads)))
 
 
-def _kvikio_io(path: Path, blocks: torch.Tensor, layout: Layout, write: bool, threads: int):
-    """CuFile pwrite/pread of device memory, all blocks issued at once; returns KvikIO's byte split."""
+@contextlib.contextmanager
+def _kvikio_setup(path: Path, write: bool, threads: int):
+    """Before the clock: KvikIO's thread pool (rebuilt when num_threads changes), the file's cuFile handle
+    (opened and registered), cuFile's word and the byte counter; the handle closed after, whatever happened."""
     import kvikio
     import kvikio.defaults
 
-    from .datapaths.gds import ByteSplit, gds_available
+    from .datapaths.gds import driver_state
+
+    with kvikio.defaults.set({"num_threads": threads}):
+        handle = kvikio.CuFile(path, "r+" if write else "r")
+        try:
+            yield handle, driver_state(), kvikio.SummaryMonitor()
+        finally:
+            handle.close()
+
+
+def _kvikio_io(handle, state: dict, monitor, path: Path, blocks: torch.Tensor, layout: Layout, write: bool):
+    """CuFile pwrite/pread of device memory, all blocks issued at once; returns KvikIO's byte split.
+
+    Every future is waited for before returning, also when one failed: the handle may close
+    only once nothing of KvikIO's still reads or writes through it."""
+    from .datapaths.gds import ByteSplit
 
     flat = blocks.view(torch.uint8).view(layout.blocks, layout.block_bytes)
-    monitor = kvikio.SummaryMonitor()
+    futures = []
     try:
-        with kvikio.defaults.set({"num_threads": threads}), kvikio.CuFile(path, "r+" if write else "r") as f:
-            futures = [(f.pwrite if write else f.pread)(flat[i], layout.block_bytes, layout.offset(i))
-                       for i in range(layout.blocks)]
-            for i, future in enumerate(futures):
-                if future.get() != layout.block_bytes:
-                    raise KVSpillError(path, f"block {i}: KvikIO moved fewer bytes than the block holds")
+        for i in range(layout.blocks):
+            futures.append((handle.pwrite if write else handle.pread)(flat[i], layout.block_bytes, layout.offset(i)))
+        for i, future in enumerate(futures):
+            if future.get() != layout.block_bytes:
+                raise KVSpillError(path, f"block {i}: KvikIO moved fewer bytes than the block holds")
     finally:
+        for future in futures:
+            with contextlib.suppress(Exception):
+                future.get()
         summary = monitor.get()
         monitor.stop()
-    return ByteSplit.from_summary(summary, gds_available=gds_available(), scope="this spill" if write else "this restore")
+    return ByteSplit.from_summary(summary, scope="this spill" if write else "this restore", **state)
 
 
 # --- spill and restore ---------------------------------------------------------------------------------------
@@ -406,13 +425,15 @@ def _timed_transfer(path: Path, blocks: torch.Tensor, layout: Layout, write: boo
     """
     device, verb = blocks.device, "pwrite" if write else "pread"
     if datapath == "kvikio":
-        _sync(device)
-        start = time.perf_counter()
-        split = _kvikio_io(path, blocks, layout, write, threads)
-        if write:
-            _fsync(path)
-        _sync(device)
-        return time.perf_counter() - start, f"kvikio {verb}: {split.kind}: {split.describe()}", split.record()
+        with _kvikio_setup(path, write, threads) as (handle, state, monitor):
+            _sync(device)
+            start = time.perf_counter()
+            split = _kvikio_io(handle, state, monitor, path, blocks, layout, write)
+            if write:
+                _fsync(path)
+            _sync(device)
+            seconds = time.perf_counter() - start
+        return seconds, f"kvikio {verb}: {split.kind}: {split.describe()}", split.record()
     files = _Files(path, write=write, direct=direct)
     try:
         if datapath == "host":

@@ -170,3 +170,35 @@ def test_device_round_trip_is_bit_exact(tmp_path, datapath):
         for transfer in (trip.spill, trip.cold):
             assert transfer.details["gds_bytes"] + transfer.details["posix_bytes"] == transfer.nbytes
             assert transfer.details["gds_kind"] in transfer.effective
+            assert transfer.details["allow_compat_mode"] in (True, False)
+
+
+class _Future:
+    """Stands for a KvikIO future (the waiting logic is tested, not KvikIO): `get` records that it was waited for."""
+
+    def __init__(self, log: list, k: int, nbytes: int, fails: bool = False):
+        self.log, self.k, self.nbytes, self.fails = log, k, nbytes, fails
+
+    def get(self) -> int:
+        self.log.append(self.k)
+        if self.fails:
+            raise RuntimeError("cuFile said no")
+        return self.nbytes
+
+
+def test_every_kvikio_future_is_waited_for_before_the_handle_can_close(tmp_path):
+    kvikio = pytest.importorskip("kvikio", reason="KvikIO is not installed")
+    layout = kvspill.Layout(4, SMALL.nbytes, SMALL.dims, "bf16")
+    waited: list = []
+
+    class Handle:
+        def pread(self, buf, nbytes, offset):
+            k = len(issued)
+            issued.append(k)
+            return _Future(waited, k, nbytes, fails=k == 1)
+
+    issued: list = []
+    with pytest.raises(RuntimeError, match="cuFile said no"):
+        kvspill._kvikio_io(Handle(), {}, kvikio.SummaryMonitor(), tmp_path / "kv.bin", random_blocks(SMALL, 4),
+                           layout, write=False)
+    assert issued == [0, 1, 2, 3] and set(waited) == {0, 1, 2, 3}  # the failure did not leave 2 and 3 running
