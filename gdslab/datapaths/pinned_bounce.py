@@ -87,6 +87,12 @@ def _allocate(device: torch.device, nbytes: int) -> torch.Tensor:
 POOL = _Pool()
 
 
+def pinned_block_bytes(nbytes: int) -> int:
+    """The page-locked bytes `torch.empty(nbytes, pin_memory=True)` really holds: PyTorch's caching host
+    allocator rounds each request up to the next power of two (`PowerOf2Ceil`, CachingHostAllocator.h)."""
+    return 1 << (nbytes - 1).bit_length() if nbytes > 0 else 0
+
+
 def release_staging(device: torch.device | str | None = None) -> int:
     """Give the pooled staging memory back (of `device`, or every device); returns the bytes freed."""
     return POOL.release(device)
@@ -176,7 +182,8 @@ class PinnedBounce(Datapath):
             largest = round_up(largest) + 2 * BLOCK
         ring = StagingRing(job, max(1, min(per_thread * job.threads, len(chunks))), largest)
         job.staging = ring
-        job.details.update(staging_bytes=ring.nbytes, pinned_bytes=ring.nbytes if ring.cuda else 0,
+        job.details.update(staging_bytes=ring.nbytes,
+                           pinned_bytes=pinned_block_bytes(ring.memory.numel()) if ring.cuda else 0,
                            staging_alloc_s=ring.alloc_seconds, staging_reused=ring.reused,
                            buffers_per_thread=per_thread)
 
