@@ -7,7 +7,9 @@ The read floor is a plain multi-threaded os.preadv of the same files into fresh 
 (gdslab.floors.read_floor); on a GPU the pinned and pageable host→device copy ceilings
 are measured in the same run too, and every path's ratio to the pinned ceiling is shown,
 with what really ran (for gds: the bytes each KvikIO backend carried).
-Each repeat runs every method once per cache state, in a rotated order, so drift on a
+Every method first runs `--warmup` times untimed (one-time costs of a process: CUDA context,
+KvikIO's pool and cuFile's driver, pinned staging, allocator caches). Each repeat then runs
+every method once per cache state, in a rotated order, so drift on a
 shared machine hits all of them alike. Cold runs evict the files first and check that
 under 5% stayed resident; warm runs read them first.
 """
@@ -70,6 +72,9 @@ def main(argv=None) -> int:
     parser.add_argument("--paths", nargs="*", default=None, help="default: every gdslab path available on the device")
     parser.add_argument("--out", help="write a markdown report here")
     parser.add_argument("--json", help="write every run's record here (a JSON list)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed runs of every method first (CUDA context, KvikIO's pool and cuFile's driver, "
+                             "pinned staging, allocator caches), not recorded (default 1)")
     args = parser.parse_args(argv)
 
     folder = cached_checkpoint(args.size, args.shards)
@@ -86,6 +91,11 @@ def main(argv=None) -> int:
     results: dict[tuple[str, str], list[float]] = {(m, s): [] for m in methods for s in states}
     ran: dict[str, str] = {}
     records = []
+    for _ in range(args.warmup):  # what a first run pays once per process is not the path's speed
+        for method in methods:
+            prepare(states[-1], files)
+            run_once(method, ckpt, files, args.threads, args.io_size, args.device)
+            print(f"warm-up    {method:16} (not timed)", flush=True)
     for repeat in range(args.repeats):
         order = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
         for state in states:
@@ -112,7 +122,8 @@ def main(argv=None) -> int:
         f"device {args.device} {_device_name(args.device)}, "
         f"file system {gdslab.probe(folder).as_dict().get('fs_type', '?')}; checkpoint "
         f"{gdslab.format_size(ckpt.nbytes)} in {len(files)} shards; threads {args.threads}, io size {args.io_size}; "
-        f"{args.repeats} interleaved repeats; medians (GB/s = 1e9 B/s).",
+        f"{args.warmup} untimed warm-up run(s) of every method, then {args.repeats} interleaved repeats; "
+        "medians (GB/s = 1e9 B/s).",
         "",
         "| path | cache | median GB/s | min | max | × read floor |" + (" × pinned H2D |" if cuda else "")
         + " what ran |",
