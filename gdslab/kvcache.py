@@ -404,8 +404,8 @@ class Gpu:
 
 
 GPUS: dict[str, Gpu] = {
-    "h200-bf16": Gpu("H200, BF16 dense", 989.0, "NVIDIA H200 datasheet: 1,979 TFLOPS BF16 with sparsity, half dense"),
-    "h200-fp8": Gpu("H200, FP8 dense", 1979.0, "NVIDIA H200 datasheet: 3,958 TFLOPS FP8 with sparsity, half dense"),
+    "h200-bf16": Gpu("H200, BF16 dense", 1979.0 / 2, "NVIDIA H200 datasheet: 1,979 TFLOPS BF16 with sparsity, half dense"),
+    "h200-fp8": Gpu("H200, FP8 dense", 3958.0 / 2, "NVIDIA H200 datasheet: 3,958 TFLOPS FP8 with sparsity, half dense"),
 }
 MFU = 0.5  # share of peak a prefill reaches: assumed (long prefills are compute-bound; 40–60% is typical)
 

@@ -182,7 +182,7 @@ def test_the_bandwidth_a_restore_must_beat():
     t = 131_072
     kv = t * 516_096
     flops = 2 * L405.params * t + 2 * 126 * 128 * 128 * t * t
-    bf16 = flops / (8 * 989e12 * 0.5)  # 8× H200, dense BF16, 50% of peak (assumed)
+    bf16 = flops / (8 * 989.5e12 * 0.5)  # 8× H200, dense BF16, 50% of peak (assumed)
     assert kvcache.breakeven_gbps(L405, t) == pytest.approx(kv / bf16 / 1e9)
     assert kvcache.breakeven_gbps(L405, t, gpu="h200-fp8") == pytest.approx(kv / (bf16 / 2) / 1e9, rel=1e-3)
     rows = kvcache.breakeven_table(L405)
