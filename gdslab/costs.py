@@ -1,19 +1,25 @@
-"""What a load costs besides the weights: peak host memory, pinned staging, device memory above the weights.
+"""What a load costs besides the weights: host staging counted, peak RSS beside it, device memory above the weights.
 
 Users of fast loaders run out of memory not for the weights but for what a loader holds
 on the way: a whole shard staged in device memory per rank, a host buffer the size of the
 model. `LoadCosts` measures, around one load:
 
-- host: the process's peak resident memory (VmHWM, reset through /proc/self/clear_refs
-  where the kernel allows, else sampled) above where it started, after memory freed
-  earlier went back to the OS (else reusing it would hide growth); for a host destination
-  the weights themselves are taken off, so what is left is staging and overhead;
+- host, counted: the peak of the host staging memory the data paths took through their
+  `hostmem.Ledger` (file buffers, the pinned ring, O_DIRECT bounce blocks). Exact by
+  construction, whatever the process did before; None, with the reason, where a peer
+  held buffers of its own that cannot be counted. This is `host_overhead_bytes`.
+- host, estimated: the process's peak resident memory (VmHWM, reset through
+  /proc/self/clear_refs where the kernel allows, else sampled) above where it started,
+  less the weights when they land in host memory (`host_rss_overhead_bytes`). Process-wide:
+  it moves with whatever the allocator recycles or returns, so it is shown beside the
+  count, never instead of it.
 - device: torch's peak allocated memory during the load above what is allocated at the
   end (the weights), i.e. the temporaries (spans cut to slices, staging on the GPU).
 
 It also counts the process's CPU time (user + system) during the load: one copy against two
-shows there, as CPU seconds per byte. Pinned staging bytes come from the data path (`details["pinned_bytes"]`). Both peaks are
-process-wide: two loads at once in one process share them (sharded loads measure once).
+shows there, as CPU seconds per byte. Pinned staging bytes come from the data path (`details["pinned_bytes"]`).
+The RSS and device peaks are process-wide: two loads at once in one process share them
+(sharded loads measure once, and count the staging of all their ranks together).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import threading
 from dataclasses import dataclass
 
 import torch
+
+from .hostmem import PROCESS, Ledger
 
 _SAMPLE_S = 0.005
 
@@ -73,15 +81,23 @@ class Costs:
 
     host_rss_start: int | None
     host_rss_peak: int | None
-    host_overhead: int | None  # peak above start, less the weights when they land in host memory
+    host_rss_overhead: int | None  # RSS peak above start, less the weights when they land in host memory
     device_overhead: int | None  # peak allocated above what stays allocated (the weights)
-    host_method: str  # "VmHWM" or "sampled"
+    host_method: str  # how the RSS peak was read: "VmHWM" or "sampled"
     cpu_seconds: float = 0.0  # the process's user + system CPU time during the load
+    host_overhead: int | None = None  # host staging counted through the ledger; None where not countable
+    host_note: str = ""  # why the staging could not be counted ("" when it was)
 
     def record(self) -> dict:
-        return {"host_rss_start": self.host_rss_start, "host_rss_peak": self.host_rss_peak,
-                "host_overhead_bytes": self.host_overhead, "device_overhead_bytes": self.device_overhead,
-                "host_peak_method": self.host_method, "cpu_seconds": self.cpu_seconds}
+        return {"host_overhead_bytes": self.host_overhead, "host_overhead_method": "counted",
+                "host_overhead_note": self.host_note,
+                "host_rss_overhead_bytes": self.host_rss_overhead, "host_peak_method": self.host_method,
+                "host_rss_note": RSS_NOTE, "host_rss_start": self.host_rss_start, "host_rss_peak": self.host_rss_peak,
+                "device_overhead_bytes": self.device_overhead, "cpu_seconds": self.cpu_seconds}
+
+
+RSS_NOTE = ("process-wide RSS peak above the start, less host weights: moves with memory the allocator "
+            "recycles or returns; an estimate beside the counted host_overhead_bytes")
 
 
 class LoadCosts:
@@ -92,9 +108,11 @@ class LoadCosts:
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
         self._sampled_peak = 0
+        self.window = None
 
     def __enter__(self) -> "LoadCosts":
         trim_heap()
+        self.window = PROCESS.window()  # staging of every load in the process, counted
         self.cpu_start = _cpu_seconds()
         self.start = _status_kib("VmRSS")
         self.hwm = _reset_peak_rss()
@@ -112,6 +130,7 @@ class LoadCosts:
 
     def __exit__(self, *exc) -> None:
         self.cpu = _cpu_seconds() - self.cpu_start
+        self.window.close()
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join()
@@ -121,11 +140,15 @@ class LoadCosts:
             self.device_overhead = max(0, torch.cuda.max_memory_allocated(self.device)
                                        - torch.cuda.memory_allocated(self.device))
 
-    def costs(self, weights_on_host: int) -> Costs:
-        host = None
+    def costs(self, weights_on_host: int, ledger: Ledger | None = None) -> Costs:
+        """The costs; the staging counted by `ledger` (one load's), else by every load in the window."""
+        rss = None
         if self.start is not None and self.peak is not None:
-            host = max(0, self.peak - self.start - weights_on_host)
-        return Costs(self.start, self.peak, host, self.device_overhead, "VmHWM" if self.hwm else "sampled", self.cpu)
+            rss = max(0, self.peak - self.start - weights_on_host)
+        counted = ledger.overhead if ledger is not None else self.window.overhead
+        note = "; ".join(ledger.uncounted if ledger is not None else self.window.uncounted)
+        return Costs(self.start, self.peak, rss, self.device_overhead, "VmHWM" if self.hwm else "sampled", self.cpu,
+                     counted, note)
 
 
 __all__ = ["Costs", "LoadCosts", "trim_heap"]

@@ -141,6 +141,7 @@ def load(
     cancel: threading.Event | None = None,
     verify: bool = False,
     measure_costs: bool = True,
+    destinations: list[torch.Tensor | None] | None = None,
     **options,
 ) -> LoadResult:
     """Load `source` (file, folder, index or `Checkpoint`) by `datapath` onto `device`.
@@ -157,13 +158,16 @@ def load(
     `gds_threshold` and `register` for gds). The clock starts once the device is idle
     and the path's staging is ready (`Datapath.prepare`), and stops when every byte has
     landed. `measure_costs` records the memory the load needed besides the weights.
+    `destinations` (one per read, None where the loader should allocate) are filled in
+    place: `gdslab.load_into` passes a model's own tensors.
     """
     with paused_gc():  # many tensors make many small objects, none in a cycle: collect once, afterwards
-        return _load(source, datapath, device, threads, io_size, reads, log, cancel, verify, measure_costs, options)
+        return _load(source, datapath, device, threads, io_size, reads, log, cancel, verify, measure_costs, options,
+                     destinations)
 
 
 def _load(source, datapath, device, threads, io_size, reads, log, cancel, verify, measure_costs,
-          options) -> LoadResult:
+          options, destinations=None) -> LoadResult:
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     device = resolve_device(device)
     auto = resolve(ckpt.root if ckpt.root.is_dir() else ckpt.root.parent,  # "auto" knobs: the policy's, now
@@ -179,8 +183,9 @@ def _load(source, datapath, device, threads, io_size, reads, log, cancel, verify
     options = path.resolve_options(options)
     reads = list(reads) if reads is not None else TensorRead.all_of(ckpt.tensors)
     nbytes = sum(r.nbytes for r in reads)
+    fresh = nbytes if destinations is None else sum(r.nbytes for r, d in zip(reads, destinations) if d is None)
     path.check(LoadJob([], device, threads, io_size, EventLog(), threading.Event()))
-    _check_fits(nbytes, device, ckpt.root)
+    _check_fits(fresh, device, ckpt.root)
 
     from .probe import probe
 
@@ -189,7 +194,7 @@ def _load(source, datapath, device, threads, io_size, reads, log, cancel, verify
     resident = resident_fraction_all(files)
     log = log if log is not None else EventLog()
     job = LoadJob(reads, device, threads, io_size, log, cancel if cancel is not None else threading.Event(),
-                  options=options, coalesce_below=path.coalesce_below, known_files=files)
+                  options=options, coalesce_below=path.coalesce_below, known_files=files, provided=destinations)
     for shard in ckpt.files:  # a table is a plan: refuse to read a file that changed since
         why = shard.changed() if shard.path in files else None
         if why:
@@ -231,7 +236,7 @@ def _load(source, datapath, device, threads, io_size, reads, log, cancel, verify
     details = dict(job.details)
     details.update(auto.details)  # what the policy chose and why (nothing when every knob was given)
     if measure_costs:
-        details.update(costs.costs(nbytes if device.type == "cpu" else 0).record())
+        details.update(costs.costs(fresh if device.type == "cpu" else 0, job.host_memory).record())
     return LoadResult(
         tensors=tensors, nbytes=nbytes, seconds=seconds, datapath=datapath,
         effective=effective, device=str(device), threads=threads, io_size=io_size,

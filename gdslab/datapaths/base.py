@@ -7,6 +7,7 @@ the first time a task touches them, so device memory in use follows the load as 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -15,13 +16,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
 from ..checkpoint import DTYPES, TensorEntry
 from ..errors import DatapathUnavailable, LoadCancelled, LoadError
+from ..hostmem import Ledger, load_ledger
 from ..profile import EventLog
 
 
@@ -114,20 +116,34 @@ class LoadJob:
     options: dict = field(default_factory=dict)
     coalesce_below: int = 0
     known_files: list[Path] | None = None  # the reads' files, when the caller worked them out already
+    provided: list[torch.Tensor | None] | None = None  # per read, a tensor the caller made to fill in place
     destinations: list[torch.Tensor | None] = field(default_factory=list)
     details: dict = field(default_factory=dict)
     staging: object = None  # what `Datapath.prepare` set up before the clock started
     cuda_origin: object = None  # a CUDA event recorded when the clock started: GPU timestamps → load time
     stopping: threading.Event = field(default_factory=threading.Event)  # set when a task failed
+    host_memory: Ledger = field(default_factory=load_ledger)  # host staging this load holds, counted
     _alloc_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
         self._files: list[Path] | None = self.known_files
-        self.destinations = [None] * len(self.reads)
+        self.destinations = [None] * len(self.reads) if self.provided is None else self._check_provided()
         self.groups: list[Group] = self._plan_groups() if self.coalesce_below > 0 else []
         self.member_of: dict[int, tuple[int, int]] = {
             i: (g, at) for g, group in enumerate(self.groups) for i, at in group.members}
         self._group_buffers: list[torch.Tensor | None] = [None] * len(self.groups)
+
+    def _check_provided(self) -> list[torch.Tensor | None]:
+        """The caller's destinations (`gdslab.load_into`), each checked to take its read's bytes as they are."""
+        if len(self.provided) != len(self.reads):
+            raise ValueError(f"{len(self.provided)} destinations for {len(self.reads)} reads")
+        for read, tensor in zip(self.reads, self.provided):
+            if tensor is not None and (tensor.device != self.device or tensor.dtype != read.dtype or
+                                       tuple(tensor.shape) != tuple(read.shape) or not tensor.is_contiguous()):
+                raise ValueError(f"destination for {read.name!r} is {tensor.dtype} {list(tensor.shape)} on "
+                                 f"{tensor.device}{'' if tensor.is_contiguous() else ', not contiguous'}; the read "
+                                 f"needs {read.dtype} {list(read.shape)} on {self.device}, contiguous")
+        return list(self.provided)
 
     def _plan_groups(self) -> list[Group]:
         """Runs of back-to-back small tensors, each group at most `io_size` bytes, in one pass.
@@ -146,9 +162,11 @@ class LoadJob:
                 groups.append(Group(file, start, end - start, tuple((i, offset - start) for i, offset in current)))
             current.clear()
 
+        provided = self.provided
         for i, (_, path, dtype_name, _, runs) in enumerate(self.reads):
             itemsize = itemsizes.get(dtype_name)
-            if len(runs) != 1 or not 0 < runs[0][1] < limit or itemsize is None:
+            if len(runs) != 1 or not 0 < runs[0][1] < limit or itemsize is None or (
+                    provided is not None and provided[i] is not None):  # a caller's tensor is filled where it is
                 if current:
                     close()
                 continue
@@ -435,6 +453,17 @@ def aligned_host(nbytes: int, phase: int = 0) -> torch.Tensor:
     raw = empty_host(nbytes + BLOCK)
     start = (phase - raw.data_ptr()) % BLOCK
     return raw[start:start + nbytes]
+
+
+@contextlib.contextmanager
+def host_staging(ledger: Ledger, nbytes: int, phase: int = 0) -> Iterator[torch.Tensor]:
+    """`aligned_host(nbytes, phase)`, counted in `ledger` (all it allocates) until the block ends.
+
+    The caller drops every reference to the buffer before the block ends (closures too), so
+    that what the ledger stops counting is really freed.
+    """
+    with ledger.holding(nbytes + BLOCK):
+        yield aligned_host(nbytes, phase)
 
 
 class OpenFiles:

@@ -24,6 +24,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import LoadError
+from ..hostmem import Ledger
 from .base import BLOCK, OpenFiles, aligned_host, pread_into, round_down, round_up
 
 
@@ -42,11 +43,14 @@ class DirectFiles:
     """O_DIRECT descriptors for a load's files beside buffered ones; buffered reads where O_DIRECT is refused.
 
     `refused` says why O_DIRECT did not run (None while it does); `direct_bytes` and
-    `buffered_bytes` count what each way carried.
+    `buffered_bytes` count what each way carried. The bounce blocks (one per reading thread)
+    are counted in `ledger` until `close`.
     """
 
-    def __init__(self, files: Iterable[Path], want: bool):
+    def __init__(self, files: Iterable[Path], want: bool, ledger: Ledger | None = None):
         files = list(files)
+        self.ledger = ledger
+        self.bounce_bytes = 0
         self.buffered = OpenFiles(files)
         self.direct: dict[Path, int] = {}
         self.refused: str | None = None if want else "not asked for"
@@ -91,6 +95,10 @@ class DirectFiles:
         bounce = getattr(self._local, "bounce", None)
         if bounce is None:
             bounce = self._local.bounce = aligned_host(BLOCK).numpy()
+            with self._lock:
+                self.bounce_bytes += 2 * BLOCK  # aligned_host allocates a block more, to align
+            if self.ledger is not None:
+                self.ledger.take(2 * BLOCK)
         return bounce
 
     def _buffered(self, dest: np.ndarray, offset: int, path: Path) -> None:
@@ -165,6 +173,10 @@ class DirectFiles:
     def close(self) -> None:
         self._close_direct()
         self.buffered.close()
+        self._local = threading.local()  # the bounce blocks go with it
+        if self.ledger is not None and self.bounce_bytes:
+            self.ledger.give(self.bounce_bytes)
+        self.bounce_bytes = 0
 
     def __enter__(self) -> "DirectFiles":
         return self

@@ -34,6 +34,8 @@ class FastSafetensors(Datapath):
         files = [str(f) for f in job.files]
         nogds = job.device.type == "cpu" or not _gds_ready(job)
         loader = buffers = None
+        job.host_memory.cannot_count("fastsafetensors reads into buffers of its own (whole files, bounce buffers), "
+                                     "which it does not expose")
         try:
             began = job.log.now()
             loader = SafeTensorsFileLoader(

@@ -26,7 +26,7 @@ class HostDirect(Datapath):
     def run(self, job: LoadJob) -> str:
         self.check(job)
         job.allocate_all()
-        with DirectFiles(job.files, job.options["direct"]) as files:
+        with DirectFiles(job.files, job.options["direct"], job.host_memory) as files:
 
             def read(chunk: Chunk) -> None:
                 dest = job.chunk_view(chunk)

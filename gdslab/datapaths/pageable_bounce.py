@@ -8,7 +8,7 @@ fastsafetensors does without GDS): the staging buffer holds the whole blocks aro
 
 from __future__ import annotations
 
-from .base import Datapath, LoadJob, aligned_host, copy_bytes, round_down, round_up, run_tasks
+from .base import Datapath, LoadJob, copy_bytes, host_staging, round_down, round_up, run_tasks
 from .direct_io import DirectFiles
 
 
@@ -20,7 +20,7 @@ class PageableBounce(Datapath):
     def run(self, job: LoadJob) -> str:
         self.check(job)
         piece = round_up(job.io_size)
-        with DirectFiles(job.files, job.options["direct"]) as files:
+        with DirectFiles(job.files, job.options["direct"], job.host_memory) as files:
             for path in job.files:
                 mine = [i for i, r in enumerate(job.reads) if r.file == path]
                 runs = [run for i in mine for run in job.reads[i].runs if run[1]]
@@ -28,25 +28,26 @@ class PageableBounce(Datapath):
                     continue
                 low = round_down(min(offset for offset, _ in runs))  # whole blocks, for O_DIRECT
                 high = max(offset + n for offset, n in runs)
-                staging = aligned_host(round_up(high) - low)
                 tasks = [(s, min(piece, high - low - s)) for s in range(0, high - low, piece)]
+                # Counted while held; freed (closure included) before the next file's buffer exists.
+                with host_staging(job.host_memory, round_up(high) - low) as staging:
 
-                def read(task, staging=staging, path=path, low=low) -> None:
-                    start, n = task
-                    began = job.log.now()
-                    files.read_superset(staging[start:start + round_up(n)].numpy(), low + start, n, path)
-                    job.log.add("read", began, n, path, "host")
+                    def read(task, staging=staging, path=path, low=low) -> None:
+                        start, n = task
+                        began = job.log.now()
+                        files.read_superset(staging[start:start + round_up(n)].numpy(), low + start, n, path)
+                        job.log.add("read", began, n, path, "host")
 
-                run_tasks(job, tasks, read, "gdslab-pageable")
-                for i in mine:
-                    job.check_cancel()
-                    began = job.log.now()
-                    dest, at = job.destination_bytes(i), 0
-                    for offset, n in job.reads[i].runs:
-                        copy_bytes(dest[at:at + n], staging[offset - low:offset - low + n])
-                        at += n
-                    job.log.add("copy", began, job.reads[i].nbytes, path, job.device, landed=True)
-                del staging
+                    run_tasks(job, tasks, read, "gdslab-pageable")
+                    for i in mine:
+                        job.check_cancel()
+                        began = job.log.now()
+                        dest, at = job.destination_bytes(i), 0
+                        for offset, n in job.reads[i].runs:
+                            copy_bytes(dest[at:at + n], staging[offset - low:offset - low + n])
+                            at += n
+                        job.log.add("copy", began, job.reads[i].nbytes, path, job.device, landed=True)
+                    del staging, read
         how = f"; {files.describe()}" if job.options["direct"] else ""
         if job.options["direct"]:
             job.details.update(files.record())

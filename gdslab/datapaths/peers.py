@@ -4,6 +4,8 @@ Peers are other people's loaders (Run:ai Model Streamer, fastsafetensors) run un
 protocol. Each must hand back tensors that own their memory, as our paths do: a peer
 that returns views into one big buffer of its own is cloned out of it, and the clone is
 part of what is timed (it is what a user holding the tensors would have to do).
+A peer's own staging buffers are not ours to count: each says so on the load's ledger
+(`job.host_memory.cannot_count`), and its record has no counted host overhead.
 """
 
 from __future__ import annotations

@@ -105,6 +105,8 @@ class StagingRing:
         self.job, self.cuda = job, job.device.type == "cuda"
         start = time.perf_counter()
         self.memory, self.reused, self.pooled = POOL.take(job.device, count * size)
+        self.held = self.memory.numel()  # all of it is this load's while it runs, counted
+        job.host_memory.take(self.held)
         self.alloc_seconds = time.perf_counter() - start
         self.count, self.size = count, size
         self.buffers = [self.memory[k * size:(k + 1) * size] for k in range(count)]
@@ -163,6 +165,7 @@ class StagingRing:
             torch.cuda.synchronize(self.job.device)
         self.pending.clear()
         self.buffers, self.memory = [], None
+        self.job.host_memory.give(self.held)
         if self.pooled:
             POOL.give_back(self.job.device)
 
@@ -196,7 +199,7 @@ class PinnedBounce(Datapath):
         self.check(job)
         ring: StagingRing = job.staging
         local = threading.local()
-        with DirectFiles(job.files, job.options["direct"]) as files:
+        with DirectFiles(job.files, job.options["direct"], job.host_memory) as files:
 
             def bounce(chunk: Chunk) -> None:
                 k, events = ring.acquire(), None

@@ -59,6 +59,7 @@ class RunaiStreamer(Datapath):
             "RUNAI_STREAMER_FS_CHUNK_BYTESIZE": str(job.io_size),
         }
         seen = 0
+        job.host_memory.cannot_count("runai-model-streamer stages in C++ buffers of its own, which it does not expose")
         with _ENV_LOCK, _settings(settings):
             try:
                 with SafetensorsStreamer() as streamer:

@@ -21,6 +21,8 @@ class SafetensorsLibrary(Datapath):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        job.host_memory.cannot_count("safetensors memory-maps each whole file inside load_file; "
+                                     "the library does not say how much of it it holds")
         for i, read in enumerate(job.reads):
             if len(read.runs) != 1:
                 raise LoadError(read.file, f"the safetensors library loads whole tensors, not slices ({read.name!r})")
