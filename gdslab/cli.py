@@ -234,6 +234,13 @@ def cmd_dist_load(args) -> int:
 
     from .sharded import load_sharded
 
+    if args.nodes is not None:  # many nodes: the same torchrun line runs on each of them
+        from .dist import torchrun_command
+
+        extra = [f"--cache={args.cache}", f"--threads={args.threads}", f"--io-size={args.io_size}"] + \
+            ([f"--datapath={args.datapath}"] if args.datapath else []) + ([f"--json={args.json}"] if args.json else [])
+        print(torchrun_command(args.checkpoint, args.nodes, args.nproc_per_node, args.rdzv_endpoint, args=extra))
+        return 0
     devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
     records = []
     for repeat in range(args.repeats):
@@ -268,6 +275,11 @@ def add_dist_load(sub) -> None:
     p.add_argument("--cache", default="as-is", choices=CACHE_CHOICES)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json", default=None, help="write every rank and run record here")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="print the torchrun line to run on each of this many nodes (and load nothing here)")
+    p.add_argument("--nproc-per-node", type=int, default=8, help="with --nodes: ranks per node (default 8)")
+    p.add_argument("--rdzv-endpoint", default="$HEAD_NODE:29500",
+                   help="with --nodes: HOST:PORT of the rendezvous every node reaches (default $HEAD_NODE:29500)")
     p.set_defaults(func=cmd_dist_load)
 
 

@@ -30,6 +30,7 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -176,8 +177,12 @@ def is_preshard(path: str | os.PathLike) -> bool:
     return (path / MANIFEST).exists() or any(RANK_FILE.match(p.name) for p in path.glob("model-rank-*"))
 
 
-def open_set(path: str | os.PathLike) -> PreshardedSet:
-    """The pre-sharded set in `path`, every file checked against the manifest (size and header hash)."""
+def open_set(path: str | os.PathLike, ranks: Iterable[int] | None = None) -> PreshardedSet:
+    """The pre-sharded set in `path`, every file checked against the manifest (size and header hash).
+
+    With `ranks`, only those ranks' files are checked: a rank of a many-node job touches no
+    other rank's file, not even its header.
+    """
     root = Path(path)
     manifest_path = root / MANIFEST
     if not manifest_path.exists():
@@ -188,15 +193,17 @@ def open_set(path: str | os.PathLike) -> PreshardedSet:
         raise ReshardError(manifest_path, f"unreadable manifest: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise ReshardError(manifest_path, f"not a {FORMAT} v{VERSION} manifest")
-    ranks = manifest.get("ranks")
-    if not isinstance(ranks, list) or len(ranks) != manifest.get("tp") or \
-            [r.get("rank") for r in ranks] != list(range(len(ranks))):
+    listing = manifest.get("ranks")
+    if not isinstance(listing, list) or len(listing) != manifest.get("tp") or \
+            [r.get("rank") for r in listing] != list(range(len(listing))):
         raise ReshardError(manifest_path, "the manifest's ranks do not match its TP degree")
-    listed = set()
-    for r in ranks:
+    listed, only = set(), None if ranks is None else set(ranks)
+    for r in manifest["ranks"]:
         for f in r["files"]:
             file = root / f["name"]
             listed.add(f["name"])
+            if only is not None and r["rank"] not in only:
+                continue
             if not file.is_file():
                 raise ReshardError(file, f"missing: the manifest lists it for rank {r['rank']}")
             size = file.stat().st_size
@@ -205,7 +212,7 @@ def open_set(path: str | os.PathLike) -> PreshardedSet:
                                          "since the reshard")
             if header_hash(file) != f["header_sha256"]:
                 raise ReshardError(file, "its header differs from the one the manifest recorded: not this set's file")
-    extra = sorted(p.name for p in root.glob("model-rank-*") if p.name not in listed)
+    extra = [] if only is not None else sorted(p.name for p in root.glob("model-rank-*") if p.name not in listed)
     if extra:
         raise ReshardError(root / extra[0], "a rank file the manifest does not list (from another reshard?)")
     return PreshardedSet(root, manifest)

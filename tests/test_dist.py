@@ -146,7 +146,7 @@ def test_main_in_process_destroys_the_group(llama, tmp_path, monkeypatch, capsys
                        "--backend", "gloo"]) == 0
     assert not dist.is_initialized()
     records = json.loads(out.read_text())
-    assert [r["kind"] for r in records] == ["rank", "run", "rank", "run"]
+    assert [r["kind"] for r in records] == ["rank", "node", "run", "rank", "node", "run"]  # one node here
     assert [r["mode"] for r in records if r["kind"] == "run"] == ["slice", "share"]
     assert "slice" in capsys.readouterr().out
     monkeypatch.setenv("MASTER_PORT", str(gdist.free_port()))
@@ -260,3 +260,73 @@ def test_nccl_over_every_visible_gpu_by_default(llama, tmp_path):
     assert sorted({r["device"] for r in ranks}) == [f"cuda:{k}" for k in range(world)]
     assert not any(r["simulated"] for r in records)
     check_saved(tmp_path, full, ckpt, world, ("slice", "share"))
+
+
+# --- many nodes: the pieces the two-node test (tests/test_multinode.py) relies on -------------------
+
+
+def test_node_records_slowest_rank_per_node():
+    ranks = [  # hand-made rank records: two nodes on one host, told apart by node rank
+        {"rank": 0, "node_rank": 0, "hostname": "h", "nbytes": 10, "read_nbytes": 12, "began": 0.0, "seconds": 2.0},
+        {"rank": 1, "node_rank": 0, "hostname": "h", "nbytes": 10, "read_nbytes": 10, "began": 0.5, "seconds": 2.0},
+        {"rank": 2, "node_rank": 1, "hostname": "h", "nbytes": 7, "read_nbytes": 7, "began": 0.1, "seconds": 3.0},
+    ]
+    nodes = gdist.node_records(ranks, {0: 0.01, 1: 0.5})
+    assert [n["node_rank"] for n in nodes] == [0, 1]
+    assert nodes[0]["ranks"] == [0, 1] and nodes[0]["read_nbytes"] == 22 and nodes[0]["nbytes"] == 20
+    assert nodes[0]["seconds"] == 2.5 and nodes[0]["slowest_rank"] == 1 and nodes[0]["cache"] == "cold"
+    assert nodes[1]["seconds"] == pytest.approx(3.1) and nodes[1]["cache"] == "partial"
+
+
+def test_job_failed_names_rank_node_and_file():
+    e = gdist.JobFailed("open", [{"rank": 3, "node_rank": 1, "hostname": "ip-10-0-0-2",
+                                  "error": "/fsx/set/model-rank-3-part-1.safetensors: missing"}], 16)
+    assert str(e).startswith("the job failed at 'open' on 1 of 16 rank(s)")
+    assert "rank 3 (node 1, ip-10-0-0-2): /fsx/set/model-rank-3-part-1.safetensors: missing" in str(e)
+
+
+def test_torchrun_command_is_what_torchrun_parses():
+    from torch.distributed.run import get_args_parser
+
+    line = gdist.torchrun_command("/fsx/llama-405b-tp16", 2, 8, "10.0.0.1:29500", args=["--cache", "cold"])
+    words = line.split()
+    assert words[0] == "torchrun"
+    args = get_args_parser().parse_args(words[1:])
+    assert (args.nnodes, args.nproc_per_node, args.rdzv_backend, args.rdzv_endpoint) == ("2", "8", "c10d",
+                                                                                         "10.0.0.1:29500")
+    assert args.rdzv_conf == "join_timeout=300" and args.max_restarts == 0 and args.module
+    assert args.training_script == "gdslab.dist"
+    ours = gdist.build_parser().parse_args(args.training_script_args)
+    assert ours.checkpoint == "/fsx/llama-405b-tp16" and ours.cache == "cold" and ours.timeout == 300
+    assert "$HEAD_NODE:29500" in gdist.torchrun_command("/x", 2, 8)  # left for the shell to expand
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        gdist.torchrun_command("/x", 2, 8, "head")
+    with pytest.raises(ValueError, match="positive"):
+        gdist.torchrun_command("/x", 0, 8)
+
+
+def test_open_set_checks_only_the_ranks_asked(tmp_path):
+    from gdslab.reshard import ReshardError, open_set, reshard
+
+    src = write_checkpoint(tmp_path / "src", "1MiB", shards=1, seed=3)
+    dst = tmp_path / "tp2"
+    reshard(src, dst, 2, progress=False)
+    (dst / "model-rank-1-part-0.safetensors").unlink()
+    assert open_set(dst, ranks=[0]).tp == 2  # rank 0 never looks at rank 1's file
+    with pytest.raises(ReshardError, match="model-rank-1-part-0.safetensors: missing"):
+        open_set(dst, ranks=[1])
+    with pytest.raises(ReshardError, match="missing"):
+        open_set(dst)
+
+
+def test_cli_dist_load_prints_the_torchrun_line_for_n_nodes(capsys):
+    from torch.distributed.run import get_args_parser
+
+    from gdslab.cli import main
+
+    assert main(["dist-load", "/fsx/set", "--nodes", "4", "--nproc-per-node", "8", "--rdzv-endpoint",
+                 "10.1.2.3:29400", "--cache", "cold"]) == 0
+    line = capsys.readouterr().out.strip()
+    args = get_args_parser().parse_args(line.split()[1:])
+    assert (args.nnodes, args.nproc_per_node, args.rdzv_endpoint) == ("4", "8", "10.1.2.3:29400")
+    assert gdist.build_parser().parse_args(args.training_script_args).cache == "cold"
