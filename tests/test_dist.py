@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from conftest import require_eviction
@@ -330,3 +331,18 @@ def test_cli_dist_load_prints_the_torchrun_line_for_n_nodes(capsys):
     args = get_args_parser().parse_args(line.split()[1:])
     assert (args.nnodes, args.nproc_per_node, args.rdzv_endpoint) == ("4", "8", "10.1.2.3:29400")
     assert gdist.build_parser().parse_args(args.training_script_args).cache == "cold"
+
+
+def test_a_node_that_never_joins_ends_the_job_at_the_join_timeout(tmp_path):
+    """torchrun --nnodes 2 with one node only: c10d's rendezvous gives up after join_timeout, no rank starts."""
+    join_timeout = 5
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{gdist.free_port()}", "--rdzv-id", "alone",
+               "--rdzv-conf", f"join_timeout={join_timeout}", "--max-restarts", "0", "-m", "gdslab.dist",
+               str(tmp_path), "--backend", "gloo", "--json", str(tmp_path / "records.json")]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    assert done.returncode != 0 and "RendezvousTimeoutError" in done.stderr, done.stderr[-2000:]
+    assert join_timeout <= seconds < join_timeout + 60  # the agent's own start-up, on a busy 2-core runner
+    assert not (tmp_path / "records.json").exists()
