@@ -7,6 +7,7 @@ from .sharded import ShardedResult, load_sharded
 from .errors import CheckpointError, DatapathUnavailable, GdslabError, LoadCancelled, LoadError
 from .lab import show_figures_inline as _show_figures_inline
 from .loader import LoadResult, load
+from .into_model import CheckpointMismatch, load_into, parameters_on_meta
 from .plan import PlanError, rank_plan, rank_reads, share_partition
 from .probe import ProbeReport, probe
 from .reshard import PreshardedSet, ReshardError, open_set, reshard
@@ -26,7 +27,7 @@ __all__ = [
     "ProbeReport", "probe",
     "format_size", "parse_size",
     "PRESETS", "write_checkpoint",
-    "LoadResult", "load", "datapaths",
+    "LoadResult", "load", "datapaths", "load_into", "parameters_on_meta", "CheckpointMismatch",
     "PlanError", "rank_plan", "rank_reads", "share_partition", "ShardedResult", "load_sharded",
     "coldstart", "reshard", "open_set", "PreshardedSet", "ReshardError",
     "Grid", "sweep",
