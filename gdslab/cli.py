@@ -387,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dist_load(sub)
 
+    from .ttft import add_arguments as ttft_arguments, run_cli as ttft_run
+
+    p = sub.add_parser("ttft", help="time to first token: construct on meta, weights by a data path, first forward, "
+                                    "first token; cold and warm; transformers' from_pretrained beside")
+    ttft_arguments(p)
+    p.set_defaults(func=ttft_run)
+
     # Further subcommands register here (env, load, demo, bench, sweep, report).
     return parser
 

@@ -26,6 +26,8 @@ GB = 1e9
 STAGE_COLORS = {
     "alloc": "#9467bd", "read": "#1f77b4", "copy": "#2ca02c", "wait": "#d62728", "overhead": "#7f7f7f",
     "unrecorded": "#dddddd",
+    # time to first token (gdslab.ttft)
+    "construct": "#8c564b", "weights": "#17becf", "forward": "#ff7f0e", "token": "#e377c2", "from_pretrained": "#bcbd22",
 }
 TIME_AXIS = "time since the load started (s)"
 RATE_AXIS = "throughput (GB/s, 1 GB = 1e9 B)"
@@ -625,7 +627,36 @@ def plot_restore_vs_recompute(model: Any, rates: Mapping[str, float], *, kv: str
     return fig
 
 
+def plot_first_token(rows: Sequence[Mapping | Any]) -> Figure:
+    """Time to first token per run: one stacked bar each (construct, weights, first forward, token).
+
+    `rows` are `gdslab.ttft` runs or their records / `ttft.medians` rows (`<stage>_s` columns,
+    `label`, `cache`); `from_pretrained` is one segment, construction and weights together.
+    """
+    rows = [r.record() if hasattr(r, "record") else dict(r) for r in rows]
+    stages = [s for s in ("construct", "weights", "from_pretrained", "forward", "token")
+              if any(f"{s}_s" in r for r in rows)]
+    labels = [f"{r['label']}\n{r.get('cache', '')}" + (f" (median of {r['runs']})" if r.get("runs", 1) > 1 else "")
+              for r in rows]
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(max(5, 1.5 * len(rows) + 2.5), 4.5), layout="constrained")
+    ax = fig.subplots()
+    bottom = np.zeros(len(rows))
+    for stage in stages:
+        values = np.array([r.get(f"{stage}_s", 0.0) for r in rows])
+        ax.bar(x, values, bottom=bottom, color=STAGE_COLORS.get(stage), label=stage)
+        bottom += values
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("seconds to the first token")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    devices = sorted({str(r.get("device", "")) for r in rows})
+    _title(fig, "Time to first token, by stage", f"on {', '.join(devices)}")
+    return fig
+
+
 __all__ = [
+    "plot_first_token",
     "describe_run", "describe_ranks", "costs_words", "as_record", "plot_fill_curves", "plot_timeline", "plot_time_split",
     "plot_throughput", "plot_sweep_heatmap", "plot_scaling", "plot_owners", "plot_slice_vs_share", "plot_recipe",
     "plot_cold_start", "plot_hbm_budget", "plot_restore_vs_recompute", "STAGE_COLORS",

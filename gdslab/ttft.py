@@ -22,6 +22,7 @@ every run, so every run must pick the same token.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,8 +259,8 @@ def medians(runs: list[FirstToken]) -> list[dict]:
         stages = list(dict.fromkeys(s for run in group for s in run.stages))
         row = {"label": label, "cache": cache, "runs": len(group), "device": group[0].device}
         for stage in stages:
-            row[f"{stage}_s"] = float(torch.tensor([r.stages.get(stage, 0.0) for r in group]).median())
-        row["seconds"] = float(torch.tensor([r.seconds for r in group]).median())
+            row[f"{stage}_s"] = statistics.median(r.stages.get(stage, 0.0) for r in group)
+        row["seconds"] = statistics.median(r.seconds for r in group)
         out.append(row)
     return out
 
