@@ -514,4 +514,74 @@ def coldstart_explorer(inputs=None, scenario=None, display: bool = True) -> Cold
         show(explorer.widget)
     return explorer
 
-__all__ = ["LiveLoad", "live_load", "ColdStartExplorer", "coldstart_explorer", "SweepControls", "sweep_controls"]
+__all__ = ["LiveLoad", "live_load", "ColdStartExplorer", "coldstart_explorer", "SweepControls", "sweep_controls", "fleet_slider"]
+
+
+def fleet_slider(nodes: int = 2, max_nodes: int = 32, display: bool = True, **options):
+    """A slider for the node count of a fleet starting at once (`gdslab.fleet`): time to ready against nodes.
+
+    Lines: the published 96 TiB FSx and one of `fleet.LARGER_TIB`, each with every byte from
+    disk and with the servers' cache read once; the slider marks N and prints each line's
+    point there. `options` go to `fleet.point` (dtype, nodes_per_replica, inputs). Returns a
+    namespace with `.set(n)`, `.points` (at the current N), `.figure` and `.widget` (None
+    without ipywidgets). Every number is a projection.
+    """
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    from . import fleet
+
+    step = options.get("nodes_per_replica", 1)
+    counts = list(range(step, max_nodes + 1, step))
+    setups = {f"{tib:g} TiB FSx, " + ("servers' cache read once" if cache else "every byte from disk"):
+              dict(storage=fleet.fsx(tib), server_cache=cache) for tib in (96.0, fleet.LARGER_TIB) for cache in
+              (False, True)}
+    curves = {name: fleet.curve(node_counts=counts, **setup, **options) for name, setup in setups.items()}
+    state = SimpleNamespace(widget=None, figure=None, points={}, curves=curves, output=None)
+
+    def draw(n: int) -> None:
+        state.points = {name: fleet.point(n, **setup, **options) for name, setup in setups.items()}
+        fig = Figure(figsize=(8, 4.2))
+        ax = fig.add_subplot()
+        for name, points in curves.items():
+            ax.plot([p.nodes for p in points], [p.seconds for p in points], marker=".", label=name)
+        ax.axvline(n, color="0.5", linestyle=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("P5en nodes starting at once")
+        ax.set_ylabel("each node's time to ready, weights (s)")
+        ax.set_title(f"A fleet's cold start ({fleet.LABEL}): {n} node(s) marked", fontsize=10)
+        ax.legend(fontsize=8)
+        state.figure = fig
+        if state.output is not None and _in_kernel():
+            from IPython.display import display as show
+
+            with state.output:
+                state.output.clear_output(wait=True)
+                for name, p in state.points.items():
+                    print(f"{name}: {p.seconds:.1f} s each ({p.label}, {p.kind}); binds: {p.binding.name}")
+                show(fig)
+
+    def set_nodes(n: int):
+        if state.widget is not None:
+            state.slider.value = n  # the observer redraws
+        else:
+            draw(n)
+        return state
+
+    state.set = set_nodes
+    try:
+        import ipywidgets as w
+    except ImportError:
+        w = None
+    if w is not None:
+        state.slider = w.IntSlider(value=nodes, min=step, max=max_nodes, step=step, description="nodes")
+        state.output = w.Output()
+        state.slider.observe(lambda change: draw(change["new"]), names="value")
+        state.widget = w.VBox([state.slider, state.output])
+    draw(nodes)
+    if display and _in_kernel() and state.widget is not None:
+        from IPython.display import display as show
+
+        show(state.widget)
+    return state

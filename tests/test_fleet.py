@@ -79,3 +79,13 @@ def test_table_labels_every_row_a_projection():
     assert text.count("(projection)") == len(fleet.NODE_COUNTS)
     assert set(fleet.scenarios()) == {"96 TiB FSx, every byte from disk", "96 TiB FSx, servers' cache shared",
                                       "480 TiB FSx, every byte from disk", "480 TiB FSx, servers' cache shared"}
+
+
+def test_fleet_slider_follows_the_node_count():
+    from gdslab.widgets import fleet_slider
+
+    s = fleet_slider(4, display=False)
+    assert s.points["96 TiB FSx, every byte from disk"].seconds == pytest.approx(19.309, abs=0.001)
+    s.set(16)
+    assert s.points["96 TiB FSx, servers' cache read once"].seconds == pytest.approx(FP8 * 16 / 249.6e9)
+    assert "16 node(s) marked" in s.figure.axes[0].get_title() and len(s.figure.axes[0].lines) == 5
