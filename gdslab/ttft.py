@@ -5,7 +5,9 @@ model and runs its first forward pass, and once the weights arrive fast, those c
 dominate. `first_token` times each stage on one clock:
 
 - construct: read `config.json`, build the `transformers` model with its parameters on
-  `meta` (no memory, no initialisation: `into_model.parameters_on_meta`);
+  `meta` (no memory, no initialisation: `into_model.parameters_on_meta`); the first run in
+  a process also imports the model's code, seconds that a new server pays too (`compare`
+  discards a first round to keep them apart);
 - weights: `gdslab.load_into` by the chosen data path, straight into the model;
 - forward: the first forward pass over a short prompt (the prefill), device synchronized;
 - token: the greedy next token picked from the last position's logits and brought to the
