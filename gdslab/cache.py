@@ -1,11 +1,17 @@
 """Page-cache control: drop a file's pages, measure how much of it is resident, warm it.
 
-A "cold" load must read from storage, so before one we evict the checkpoint's pages
-(fsync, then posix_fadvise DONTNEED) and record the resident fraction that remained
-(mincore on a mapping of the file). Eviction is advice, not a command: dirty pages,
-pages mapped by a live process, and file systems whose pages are the only copy of the
-data (tmpfs) keep them. `can_evict(directory)` tries it for real on a small file, so
-tests and sweeps can skip with the reason instead of mislabelling a warm run as cold.
+A "cold" load must read from storage, so before one we evict the checkpoint's pages and
+record the resident fraction that remained. Both go through KvikIO's own page-cache
+utilities, `kvikio.drop_file_page_cache` (fdatasync, then posix_fadvise DONTNEED) and
+`kvikio.get_page_cache_info` (mincore on a mapping of the file); they need neither a GPU nor
+libcuda. KvikIO is an optional extra (`gds-cu12`/`gds-cu13`, Linux only) and older releases
+lack these two functions, so where they are missing the same two system calls are made here
+(fsync + posix_fadvise, and mincore through ctypes); `backend()` says which one runs.
+
+Eviction is advice, not a command: dirty pages, pages mapped by a live process, and file
+systems whose pages are the only copy of the data (tmpfs) keep them; `gdslab.holders` names
+the processes that map a file. `can_evict(directory)` tries eviction for real on a small
+file, so tests and sweeps can skip with the reason instead of mislabelling a warm run as cold.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from .filesystem import filesystem_of
 
 __all__ = [
     "CacheError", "evict", "evict_all", "resident_fraction", "resident_fraction_all",
-    "resident_bytes", "warm", "can_evict", "eviction_must_work", "page_size", "MUST_EVICT_FS",
+    "resident_bytes", "warm", "can_evict", "eviction_must_work", "page_size", "MUST_EVICT_FS", "backend",
 ]
 
-# Pages counted per mincore() call: bounds the status vector (1 byte a page) for huge files.
+# Fallback only (no KvikIO page-cache utilities): pages counted per mincore() call, which
+# bounds the status vector (1 byte a page) for huge files.
 _MINCORE_WINDOW_PAGES = 1 << 18
 _WARM_CHUNK = 16 << 20
 _PROBE_FILE_SIZE = 4 << 20
@@ -47,6 +54,26 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 def page_size() -> int:
     """The kernel's page size in bytes (the unit of mincore and of the page cache)."""
     return os.sysconf("SC_PAGE_SIZE")
+
+
+@functools.lru_cache(maxsize=1)
+def _kvikio_page_cache():
+    """KvikIO's page-cache utilities (get_page_cache_info, drop_file_page_cache), or None where missing."""
+    try:
+        import kvikio  # type: ignore[import-not-found]
+    except Exception:  # not installed (an optional extra), or its library does not load here
+        return None
+    if not (hasattr(kvikio, "get_page_cache_info") and hasattr(kvikio, "drop_file_page_cache")):
+        return None  # a KvikIO older than these utilities
+    return kvikio
+
+
+def backend() -> str:
+    """Which code evicts and counts pages here: KvikIO's utilities, or the fallback and why."""
+    kvikio = _kvikio_page_cache()
+    if kvikio is not None:
+        return f"KvikIO {getattr(kvikio, '__version__', '')} (drop_file_page_cache, get_page_cache_info)"
+    return "fallback: fsync + posix_fadvise(DONTNEED) and mincore (KvikIO's page-cache utilities are not installed)"
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,10 +96,17 @@ def _open(path: Path) -> int:
 
 
 def evict(path: str | os.PathLike) -> None:
-    """Ask the kernel to drop every cached page of `path` (written-back first, so none stays dirty)."""
+    """Ask the kernel to drop every cached page of `path` (written back first, so none stays dirty)."""
     path = Path(path)
     fd = _open(path)
     try:
+        kvikio = _kvikio_page_cache()
+        if kvikio is not None:
+            try:
+                kvikio.drop_file_page_cache(fd, sync_first=True)
+            except RuntimeError as e:
+                raise CacheError(path, f"kvikio.drop_file_page_cache failed: {e}") from None
+            return
         try:
             os.fsync(fd)  # dirty pages cannot be dropped; write them back first
         except OSError as e:
@@ -93,34 +127,49 @@ def resident_bytes(path: str | os.PathLike) -> tuple[int, int]:
         size = os.fstat(fd).st_size
         if size == 0:
             return 0, 0
-        libc = _libc()
-        addr = libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
-        if addr is None or addr == _MAP_FAILED:
-            err = ctypes.get_errno()
-            raise CacheError(path, f"mmap for mincore failed: {os.strerror(err)}")
-        try:
-            pagesize = page_size()
-            pages = -(-size // pagesize)
-            vec = np.empty(min(pages, _MINCORE_WINDOW_PAGES), dtype=np.uint8)
-            resident_pages = 0
-            last_resident = False
-            for first in range(0, pages, _MINCORE_WINDOW_PAGES):
-                count = min(_MINCORE_WINDOW_PAGES, pages - first)
-                start = addr + first * pagesize
-                length = min(count * pagesize, size - first * pagesize)
-                if libc.mincore(ctypes.c_void_p(start), length, vec.ctypes.data) != 0:
-                    err = ctypes.get_errno()
-                    raise CacheError(path, f"mincore failed: {os.strerror(err)}")
-                flags = vec[:count] & 1  # bit 0: resident; the other bits are reserved
-                resident_pages += int(flags.sum())
-                last_resident = bool(flags[count - 1])
-        finally:
-            libc.munmap(ctypes.c_void_p(addr), size)
+        pagesize = page_size()
+        kvikio = _kvikio_page_cache()
+        if kvikio is not None:
+            try:
+                resident_pages, pages = kvikio.get_page_cache_info(fd)
+                last_start = (pages - 1) * pagesize
+                last_resident = bool(resident_pages) and kvikio.get_page_cache_info(fd, last_start, size - last_start)[0] > 0
+            except RuntimeError as e:
+                raise CacheError(path, f"kvikio.get_page_cache_info failed: {e}") from None
+        else:
+            pages, resident_pages, last_resident = _mincore(path, fd, size, pagesize)
     finally:
         os.close(fd)
     tail = size - (pages - 1) * pagesize  # bytes of the file in its last page
     resident = resident_pages * pagesize - ((pagesize - tail) if last_resident else 0)
     return resident, size
+
+
+def _mincore(path: Path, fd: int, size: int, pagesize: int) -> tuple[int, int, bool]:
+    """The fallback count: (pages, resident pages, whether the last page is resident), by mincore."""
+    libc = _libc()
+    addr = libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise CacheError(path, f"mmap for mincore failed: {os.strerror(err)}")
+    try:
+        pages = -(-size // pagesize)
+        vec = np.empty(min(pages, _MINCORE_WINDOW_PAGES), dtype=np.uint8)
+        resident_pages = 0
+        last_resident = False
+        for first in range(0, pages, _MINCORE_WINDOW_PAGES):
+            count = min(_MINCORE_WINDOW_PAGES, pages - first)
+            start = addr + first * pagesize
+            length = min(count * pagesize, size - first * pagesize)
+            if libc.mincore(ctypes.c_void_p(start), length, vec.ctypes.data) != 0:
+                err = ctypes.get_errno()
+                raise CacheError(path, f"mincore failed: {os.strerror(err)}")
+            flags = vec[:count] & 1  # bit 0: resident; the other bits are reserved
+            resident_pages += int(flags.sum())
+            last_resident = bool(flags[count - 1])
+    finally:
+        libc.munmap(ctypes.c_void_p(addr), size)
+    return pages, resident_pages, last_resident
 
 
 def resident_fraction(path: str | os.PathLike) -> float:

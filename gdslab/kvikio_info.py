@@ -144,7 +144,9 @@ def kvikio_info() -> KvikioInfo:
     if preferred is None:
         resolved = "unknown (is_compat_mode_preferred() failed)"
     elif preferred:
-        resolved = "compatibility mode: POSIX reads into host bounce buffers, then copies (no GDS)"
+        # KvikIO's own switch (its compat_mode setting), not cuFile's allow_compat_mode: cuFile is not called.
+        resolved = ("KvikIO's own compatibility mode: POSIX reads into host bounce buffers, then copies; "
+                    "cuFile is not called, so its allow_compat_mode does not apply (no GDS)")
     else:
         gds = props.get("is_gds_available")
         resolved = f"cuFile (not compatibility mode; is_gds_available={gds}: GDS only if the file system allows it)"
@@ -153,7 +155,7 @@ def kvikio_info() -> KvikioInfo:
     read_check = _kvikio_read_check(kvikio)
     if not cuda.libcuda_loadable:
         reason = (f"KvikIO {version} imports, but every read fails for want of libcuda.so.1 "
-                  f"(no NVIDIA driver here); a 4 KiB read {read_check}")
+                  f"(no NVIDIA driver here; a 4 KiB read {'failed that way' if 'libcuda.so.1' in read_check else read_check})")
         usable = False
     elif read_check != "ok":
         reason, usable = f"a 4 KiB read through KvikIO {read_check}", False

@@ -12,7 +12,8 @@ memory pressure) the run is recorded as skipped with the reason, never measured 
 wrong label; an unavailable data path is recorded the same way.
 
 Each run is one flat record (the `LoadResult.record()` plus the knobs, shard count,
-repeat, protocol checks, probe summary and timestamps), appended to `sweep.jsonl` (the
+repeat, protocol checks, probe summary and timestamps; `policy_choice` marks the cells whose
+knobs are what an `auto` load would run with here), appended to `sweep.jsonl` (the
 source of truth) and `sweep.csv` as it completes. A sweep started again on the same
 folder skips the cells already done (their `key` names every knob), so an interrupted
 sweep resumes where it stopped.
@@ -33,7 +34,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 from .cache import can_evict, evict_all, resident_fraction_all, warm
 from .checkpoint import Checkpoint
 from .errors import GdslabError
+from .holders import explain
 from .loader import COLD_BELOW, WARM_ABOVE, load, resolve_device
+from .policy import is_auto_choice
 from .sizes import format_size, parse_size
 from .synthetic import cached_checkpoint
 
@@ -52,7 +55,7 @@ PATH_FIELDS = (
 FIELDS = (
     "key", "status", "reason",
     "datapath", "effective", "device", "cache_asked", "cache", "resident_checked", "resident_before",
-    "io_size", "threads", "knobs", "options", "shards", "repeat",
+    "io_size", "threads", "knobs", "options", "policy_choice", "shards", "repeat",
     "size", "preset", "dtype", "seed", "checkpoint", "source", "files", "tensors",
     "nbytes", "seconds", "gbps",
     *PATH_FIELDS,
@@ -376,7 +379,7 @@ def prepare_cache(files: Sequence[Path], state: str) -> tuple[bool, float, str]:
             if resident < COLD_BELOW:
                 return True, resident, ""
         return False, resident, (f"eviction left {resident:.1%} of the checkpoint resident "
-                                 f"(cold needs < {COLD_BELOW:.0%}): pages mapped or dirty elsewhere?")
+                                 f"(cold needs < {COLD_BELOW:.0%}): {explain(files)}")
     if state == "warm":
         for _ in range(2):
             warm(files)
@@ -410,6 +413,8 @@ def run_cell(cell: Cell, checkpoint: Path, grid: Grid, device: str, probe_report
         return record
     ckpt = Checkpoint.open(checkpoint)
     files = list(dict.fromkeys(t.file for t in ckpt.tensors)) or [f.path for f in ckpt.files]
+    record["policy_choice"] = is_auto_choice(ckpt.root if ckpt.root.is_dir() else ckpt.root.parent, device, cell.cache,
+                                             cell.datapath, cell.threads, cell.io_size, dict(cell.options))
     ok, resident, why = prepare_cache(files, cell.cache)
     record["resident_checked"] = resident
     if not ok:

@@ -1,8 +1,14 @@
-"""Page-cache control on real files: read -> resident, evict -> not resident, measured by mincore."""
+"""Page-cache control on real files: read -> resident, evict -> not resident.
+
+gdslab counts with KvikIO's `get_page_cache_info` (or its mincore fallback); the oracle is
+util-linux `fincore`, a separate program, wherever it is installed.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,19 +34,61 @@ def evictable(tmp_path) -> Path:
     return tmp_path
 
 
-def test_read_makes_resident_and_evict_drops_it(evictable):
+@pytest.fixture(params=["kvikio", "fallback"])
+def counting(request, monkeypatch):
+    """Run a test with KvikIO's page-cache utilities, and again with the mincore/fadvise fallback."""
+    from gdslab import cache
+
+    if request.param == "kvikio":
+        if cache._kvikio_page_cache() is None:
+            pytest.skip("KvikIO's page-cache utilities are not installed here")
+        assert cache.backend().startswith("KvikIO")
+    else:
+        monkeypatch.setattr(cache, "_kvikio_page_cache", lambda: None)
+        assert cache.backend().startswith("fallback")
+    return request.param
+
+
+def fincore_pages(path: Path) -> int | None:
+    """Resident pages of `path` as util-linux fincore counts them (None where fincore is missing)."""
+    if shutil.which("fincore") is None:
+        return None
+    out = subprocess.run(["fincore", "--noheadings", "--output", "PAGES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def agrees_with_fincore(path: Path) -> None:
+    """gdslab's resident bytes, rounded up to pages, equal fincore's resident pages."""
+    expected = fincore_pages(path)
+    if expected is None:
+        return
+    resident, _ = resident_bytes(path)
+    assert -(-resident // page_size()) == expected, (path, resident, expected)
+
+
+def test_read_makes_resident_and_evict_drops_it(evictable, counting):
     path = _write(evictable / "weights.bin", 8 * MiB + 123)  # not a multiple of the page size
     assert warm([path]) == path.stat().st_size
     assert resident_fraction(path) == pytest.approx(1.0, abs=0.01)
     resident, size = resident_bytes(path)
-    assert size == 8 * MiB + 123 and resident <= size
+    assert size == 8 * MiB + 123 and resident == size  # the last page counts only the file's part of it
+    agrees_with_fincore(path)
     evict(path)
     assert resident_fraction(path) <= 0.02
+    agrees_with_fincore(path)
     warm([path])
     assert resident_fraction(path) >= 0.99
+    agrees_with_fincore(path)
 
 
-def test_partial_read_is_measured_to_the_page(evictable):
+def test_fincore_is_there_to_check_us():
+    if shutil.which("fincore") is None:
+        pytest.skip("util-linux fincore is not installed: the page counts are checked against nothing else")
+    assert fincore_pages(Path(__file__)) is not None
+
+
+def test_partial_read_is_measured_to_the_page(evictable, counting):
     path = _write(evictable / "part.bin", 8 * MiB)
     evict(path)
     fd = os.open(path, os.O_RDONLY)
@@ -51,9 +99,10 @@ def test_partial_read_is_measured_to_the_page(evictable):
         os.close(fd)
     resident, _ = resident_bytes(path)
     assert 2 * MiB <= resident <= 2 * MiB + 64 * page_size()
+    agrees_with_fincore(path)
 
 
-def test_fraction_of_many_files_is_weighted_by_bytes(evictable):
+def test_fraction_of_many_files_is_weighted_by_bytes(evictable, counting):
     big = _write(evictable / "big.bin", 8 * MiB)
     small = _write(evictable / "small.bin", 4 * MiB)
     empty = _write(evictable / "empty.bin", 0)
@@ -66,7 +115,7 @@ def test_fraction_of_many_files_is_weighted_by_bytes(evictable):
     assert resident_fraction_all([big, small]) >= 0.99
 
 
-def test_zero_size_file(tmp_path):
+def test_zero_size_file(tmp_path, counting):
     path = _write(tmp_path / "empty.bin", 0)
     assert resident_bytes(path) == (0, 0)
     assert resident_fraction(path) == 0.0
@@ -77,7 +126,7 @@ def test_zero_size_file(tmp_path):
 
 
 @pytest.mark.parametrize("call", [evict, resident_fraction, lambda p: warm([p])])
-def test_missing_file_is_a_cache_error_naming_it(tmp_path, call):
+def test_missing_file_is_a_cache_error_naming_it(tmp_path, call, counting):
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(CacheError, match="nope.safetensors") as e:
         call(missing)
@@ -130,7 +179,7 @@ def test_a_broken_eviction_fails_the_tests_instead_of_skipping_them(tmp_path, mo
 
     if not cache.eviction_must_work(tmp_path):
         pytest.skip("this folder's file system may legitimately refuse eviction")
-    monkeypatch.setattr(os, "posix_fadvise", lambda *args: None)  # eviction turned into a no-op
+    monkeypatch.setattr(cache, "evict", lambda path: None)  # eviction turned into a no-op
     cache._can_evict.cache_clear()
     try:
         assert can_evict(tmp_path)[0] is False
