@@ -392,6 +392,21 @@ def forget() -> None:
     _live_machine.cache_clear()
 
 
+def knob_arg(text: str) -> int | str:
+    """A command line's --threads: a positive integer, or 'auto'."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"want a positive integer or 'auto', got {text!r}")
+    return value
+
+
 # ----------------------------------------------------------------------------- one load's knobs
 
 
@@ -458,6 +473,24 @@ def resolve(directory, files, device, datapath=AUTO, threads=AUTO, io_size=AUTO,
     return Resolved(final.datapath, final.threads, final.io_size, options, details)
 
 
+def is_auto_choice(directory, device, cache: str, datapath: str, threads: int, io_size: int,
+                   options: dict | None = None) -> bool:
+    """Whether these knobs are what an `auto` load would run with here for `cache` ('cold'/'warm'), profile included."""
+    import torch
+
+    from . import datapaths, tuned
+
+    device = torch.device(device)
+    machine = this_machine(directory)
+    gds = device.type == "cuda" and datapaths.get("gds").info(device).available
+    facts = LoadFacts(device.type, 0.0 if cache == "cold" else 1.0, gds, local_ranks())
+    best, source = tuned.winner(machine, device.type, facts.cache)
+    pick = choose(machine, facts, AUTO, best, source)
+    given = {**datapaths.get(datapath).options, **(options or {})}
+    return (pick.datapath, pick.threads, pick.io_size) == (datapath, threads, io_size) and all(
+        given.get(name) == value for name, value in pick.options.items())
+
+
 def _summary(choice: Choice) -> str:
     try:
         return choice.summary()
@@ -466,4 +499,4 @@ def _summary(choice: Choice) -> str:
 
 
 __all__ = ["AUTO", "COLD_BELOW", "Choice", "LoadFacts", "Machine", "auto_datapath", "cgroup_cpu_quota", "choose",
-           "forget", "local_ranks", "lustre_layout", "machine_facts", "resolve", "Resolved", "this_machine"]
+           "forget", "is_auto_choice", "knob_arg", "local_ranks", "lustre_layout", "machine_facts", "resolve", "Resolved", "this_machine"]
