@@ -3,7 +3,7 @@
 `GDSLAB_LAB_SIZE` sets the size of the checkpoints the notebooks write and load
 ("32MiB" in the test suite, so every notebook runs in seconds on a CPU-only machine).
 `GDSLAB_CHECKPOINT` points the lab at a real checkpoint instead (a safetensors file or an
-HF model folder, e.g. one downloaded with `huggingface-cli download`): every notebook
+HF model folder, e.g. one downloaded with `hf download`): every notebook
 then loads that, and says what it is.
 """
 
@@ -52,7 +52,7 @@ def describe_checkpoint(path: str | os.PathLike) -> str:
     ckpt = Checkpoint.open(path)
     dtypes = ", ".join(f"{name}×{count}" for name, count in sorted(ckpt.dtype_counts().items()))
     kind = ("your checkpoint ($GDSLAB_CHECKPOINT)" if user_checkpoint() == Path(ckpt.root)
-            else "a synthetic Llama-shaped checkpoint")
+            else "a synthetic Llama-shaped checkpoint, scaled down to the lab size")
     return (f"{Path(ckpt.root).name}: {format_size(ckpt.nbytes)} in {len(ckpt.files)} file(s), "
             f"{len(ckpt.tensors)} tensors ({dtypes}); {kind}")
 
