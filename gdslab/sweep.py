@@ -406,6 +406,9 @@ def run_cell(cell: Cell, checkpoint: Path, grid: Grid, device: str, probe_report
         "dtype": grid.dtype, "seed": grid.seed, "checkpoint": str(checkpoint), "prepared": _now(),
         **_probe_summary(probe_report),
     }
+    folder = Path(checkpoint)
+    record["policy_choice"] = is_auto_choice(folder if folder.is_dir() else folder.parent, device, cell.cache,
+                                             cell.datapath, cell.threads, cell.io_size, dict(cell.options))
     info = datapaths.get(cell.datapath).info(resolve_device(device))
     if not info.available:
         record.update(status="skipped", reason=f"{cell.datapath} is unavailable here: {info.reason}",
@@ -413,8 +416,6 @@ def run_cell(cell: Cell, checkpoint: Path, grid: Grid, device: str, probe_report
         return record
     ckpt = Checkpoint.open(checkpoint)
     files = list(dict.fromkeys(t.file for t in ckpt.tensors)) or [f.path for f in ckpt.files]
-    record["policy_choice"] = is_auto_choice(ckpt.root if ckpt.root.is_dir() else ckpt.root.parent, device, cell.cache,
-                                             cell.datapath, cell.threads, cell.io_size, dict(cell.options))
     ok, resident, why = prepare_cache(files, cell.cache)
     record["resident_checked"] = resident
     if not ok:
