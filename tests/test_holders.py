@@ -169,3 +169,37 @@ def test_the_sweeps_cold_path_names_the_notebook_whose_kernel_maps_a_shard(evict
     ok, resident, why = prepare_cache([shard], "cold")
     assert ok and resident < 0.05, why
     warm([shard])
+
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def test_notebook_02_explains_a_shard_mapped_by_another_kernel_instead_of_failing(tmp_path, monkeypatch, kernel_of_01):
+    """A workshop room: notebook 01's kernel (as it was) still maps a shard while 02 runs top to bottom."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from gdslab.lab import lab_checkpoint
+
+    monkeypatch.setenv("GDSLAB_CHECKPOINTS", str(tmp_path / "checkpoints"))  # this test's own lab checkpoint
+    monkeypatch.setenv("GDSLAB_LAB_SIZE", "32MiB")
+    monkeypatch.delenv("GDSLAB_CHECKPOINT", raising=False)
+    folder = lab_checkpoint(shards=4)  # the one notebook 02 will load
+    require_eviction(folder)
+    shard = sorted(folder.glob("*.safetensors"))[0]
+    manager, client = kernel_of_01
+    _run(client, "from safetensors.torch import load_file\n"
+                 f"ref = load_file({str(shard)!r})\n"
+                 "_ = [float(t.float().sum()) for t in ref.values()]")
+    holder = f"the kernel of 01_checkpoints.ipynb (pid {manager.provisioner.process.pid}) maps {shard.name}"
+
+    nb = nbformat.read(NOTEBOOKS / "02_bounce_vs_gds.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    text = {cell.get("id"): "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+            for cell in nb.cells if cell.cell_type == "code"}
+    errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    for cell_id in ("5ad85399", "6007e8b1"):  # the cold-vs-warm table's claim, the page-cache footprint
+        assert holder in text[cell_id], text[cell_id]
+        assert "shut down the kernel of 01_checkpoints.ipynb: Kernel → Shut Down Kernel" in text[cell_id]
