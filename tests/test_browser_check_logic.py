@@ -8,6 +8,7 @@ where a mistake would hang the check or let a broken notebook pass.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -90,3 +91,39 @@ def test_unrun_cell_and_page_wide_widget_error_fail(check: ModuleType) -> None:
     state = {"kernel": "idle", "cells": [_cell(1, 1), _cell(2, None)]}
     problems, _ = check._problems({"cells": [_found(1)], "widgetErrorInPage": True}, state)
     assert problems == ["cell 2 did not run", "the page shows 'Error displaying widget'"]
+
+
+def test_every_notebook_is_checked_in_name_order(check: ModuleType) -> None:
+    folder = SCRIPT.parent.parent / "notebooks"
+    expected = [folder / name for name in sorted(os.listdir(folder)) if name.endswith(".ipynb")]
+    assert check.default_notebooks() == expected and len(expected) >= 7
+
+
+def test_both_passes_run_by_default_and_only_known_ones(check: ModuleType) -> None:
+    assert check._parse([]).passes == ["one-lab", "fresh"]
+    assert check.PASSES == {"one-lab": False, "fresh": True}  # the room keeps kernels; the fresh pass shuts them
+    assert check._parse(["--passes", "fresh"]).passes == ["fresh"]
+    with pytest.raises(SystemExit):
+        check._parse(["--passes", "one-lab,sometimes"])
+
+
+def test_a_kernel_left_mapping_the_checkpoint_fails_its_notebook_in_the_room(check: ModuleType) -> None:
+    from gdslab.holders import Holder
+
+    ours = {101, 102}
+    found = [
+        Holder(101, "the kernel of 01_checkpoints.ipynb", "01_checkpoints.ipynb", False, ("model-00001-of-00004.safetensors",), ()),
+        Holder(102, "the kernel of 02_bounce_vs_gds.ipynb", "02_bounce_vs_gds.ipynb", False, (), ("model.safetensors",)),
+        Holder(555, "the kernel of 01_checkpoints.ipynb", "01_checkpoints.ipynb", False, ("x.safetensors",), ()),  # another lab's
+        Holder(os.getpid(), "this process", None, True, ("y.safetensors",), ()),
+    ]
+    problems = check.leftover_mappings(found, "01_checkpoints.ipynb", ours.__contains__)
+    assert len(problems) == 1 and "pid 101" in problems[0] and "model-00001-of-00004.safetensors" in problems[0]
+    assert check.leftover_mappings(found, "02_bounce_vs_gds.ipynb", ours.__contains__) == []  # open, not mapped
+
+
+def test_parent_pid_reads_proc(check: ModuleType) -> None:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs Linux /proc")
+    assert check.parent_pid(os.getpid()) == os.getppid()
+    assert check.parent_pid(2 ** 22 + 12345) is None  # no such process

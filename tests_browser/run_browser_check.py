@@ -6,7 +6,18 @@ starts JupyterLab on 127.0.0.1 (a free port, no token, no password, its own temp
 config, runtime, data, settings and workspace folders, GDSLAB_LAB_SIZE=32MiB unless set),
 opens each notebook through Playwright's Python package driving /usr/bin/chromium
 (Playwright's own browser download does not work here), clicks Run → Run All Cells,
-waits until the kernel is idle and every cell has run, and checks that
+waits until the kernel is idle and every cell has run, and checks what follows.
+
+Every notebook under notebooks/ (in name order: 00, 01, … so a new one joins by itself)
+runs twice, in two passes, each in its own JupyterLab:
+
+* **one lab**: all notebooks in one JupyterLab, one after the other, no kernel shut down
+  between them, as a workshop room runs them. After each notebook its kernel must not keep
+  any file of the lab's checkpoints memory-mapped (a mapped page cannot be evicted, and the
+  next notebooks' cold runs would be refused): the check names the kernel and the files.
+* **fresh kernels**: each notebook in a new kernel, shut down after it.
+
+Both passes must pass. In each, every notebook is checked for this:
 
 * no cell shows an error: no error output in the model, and no stderr output in the page
   that holds a Traceback (warnings on stderr are fine);
@@ -18,8 +29,9 @@ waits until the kernel is idle and every cell has run, and checks that
 
 Findings are read once the page has settled: kernel idle, no kernel message for 3 s and
 nothing changing (a widget such as `interactive` may call back into the kernel after the
-run), 30 s at most. It saves a screenshot of each executed notebook under results/screenshots/NAME.png and
-ends with the line `N passed, M failed`; the exit status is 1 when any notebook failed.
+run), 30 s at most. It saves a screenshot of each executed notebook under
+results/screenshots/PASS/NAME.png (PASS: one-lab, fresh) and ends with the line
+`N passed, M failed` over both passes; the exit status is 1 when any notebook failed.
 
 Live-chart convention: a live-chart cell is a code cell whose source calls
 `live_load(` (gdslab.widgets) or that carries the cell tag `live-chart` (cell metadata
@@ -37,7 +49,7 @@ Cells are named by their 0-based position in the notebook (markdown cells count)
 their prompt number, e.g. `cell 6 (In [4])`.
 
 Usage: python tests_browser/run_browser_check.py [NOTEBOOK.ipynb ...] [--root DIR]
-       [--timeout SECONDS] [--screenshots DIR]
+       [--timeout SECONDS] [--screenshots DIR] [--passes one-lab,fresh]
 """
 
 from __future__ import annotations
@@ -73,6 +85,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LIVE_CHART_TAG = "live-chart"
+# The two ways a room runs the notebooks: (name, whether each kernel is shut down after its notebook).
+PASSES = {"one-lab": False, "fresh": True}
+PASS_TITLES = {"one-lab": "one JupyterLab, notebooks in order, kernels left running",
+               "fresh": "each notebook in a fresh kernel"}
 TEST_LAB_SIZE = "32MiB"  # the notebooks' test size, as in `make test` (read by gdslab/lab.py)
 SERVER_START_TIMEOUT_S = 120.0
 RENDER_GRACE_S = 30.0  # at most this long for the page to settle after the run ended
@@ -231,9 +247,10 @@ class NotebookTimeout(Exception):
 
 @dataclass
 class NotebookResult:
-    """What happened to one notebook in the browser."""
+    """What happened to one notebook in the browser, in one pass."""
 
     name: str
+    run: str = ""  # the pass: one-lab or fresh
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -316,8 +333,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def jupyterlab(root: Path) -> Iterator[str]:
-    """A JupyterLab server on 127.0.0.1 for this run only; yields its base URL."""
+def jupyterlab(root: Path) -> Iterator[tuple[str, int]]:
+    """A JupyterLab server on 127.0.0.1 for this run only; yields its base URL and pid."""
     with tempfile.TemporaryDirectory(prefix="gdslab-lab-") as tmp_name:
         tmp = Path(tmp_name)
         port = _free_port()
@@ -332,7 +349,7 @@ def jupyterlab(root: Path) -> Iterator[str]:
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_for_status(base, proc, log_path)
-            yield base
+            yield base, proc.pid
         finally:
             _stop(proc)
 
@@ -502,10 +519,13 @@ def _problems(check: dict[str, Any], state: dict[str, Any]) -> tuple[list[str], 
 
 
 def check_notebook(context: Any, base: str, root: Path, notebook: Path, timeout_s: float,
-                   shots: Path, run_id: int) -> NotebookResult:
-    """Open one notebook in a fresh workspace, run all cells, check the page, screenshot it."""
+                   shots: Path, run_id: int, shutdown: bool = True, run: str = "") -> NotebookResult:
+    """Open one notebook in a fresh workspace, run all cells, check the page, screenshot it.
+
+    With `shutdown` its kernel is shut down afterwards; without, it keeps running (a room).
+    """
     rel = notebook.resolve().relative_to(root.resolve()).as_posix()
-    result = NotebookResult(notebook.name)
+    result = NotebookResult(notebook.name, run=run)
     start = time.monotonic()
     deadline = start + timeout_s
     page = context.new_page()
@@ -528,10 +548,11 @@ def check_notebook(context: Any, base: str, root: Path, notebook: Path, timeout_
         result.problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     finally:
         result.screenshot = _screenshot(page, rel, shots / f"{notebook.stem}.png", result)
-        try:
-            page.evaluate(_JS_SHUTDOWN_KERNEL, rel)
-        except Exception:
-            pass  # the server's shutdown stops the kernel anyway
+        if shutdown:
+            try:
+                page.evaluate(_JS_SHUTDOWN_KERNEL, rel)
+            except Exception:
+                pass  # the server's shutdown stops the kernel anyway
         page.close()
     result.notes += [f"page error: {e}" for e in console_errors[:3]]
     result.seconds = time.monotonic() - start
@@ -564,9 +585,52 @@ def _screenshot(page: Any, rel: str, target: Path, result: NotebookResult) -> Pa
         return None
 
 
+def lab_checkpoint_files() -> list[Path]:
+    """The safetensors files the notebooks load: the lab's synthetic checkpoints and $GDSLAB_CHECKPOINT's."""
+    from gdslab.synthetic import checkpoints_home
+
+    files = sorted(checkpoints_home().glob("*/*.safetensors"))
+    real = os.environ.get("GDSLAB_CHECKPOINT", "").strip()
+    if real:
+        path = Path(real).expanduser()
+        files += sorted(path.rglob("*.safetensors")) if path.is_dir() else [path]
+    return files
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of `pid` (from /proc/PID/stat), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])  # after the command name: state, ppid, ...
+
+
+def leftover_mappings(found: list[Any], notebook: str, is_ours: Any) -> list[str]:
+    """Problems for a notebook whose kernel, its run over, still maps checkpoint files.
+
+    `found` are `gdslab.holders.Holder`s; only this lab's kernels (`is_ours(pid)`) whose
+    notebook is `notebook` count: in a room, what they keep mapped stays in the page cache
+    and every later cold run on it is refused.
+    """
+    return [f"its kernel (pid {h.pid}) still maps {', '.join(h.mapped)} after the run: the notebooks after it "
+            f"cannot make cold runs on that checkpoint (release it in the notebook: load from bytes, or delete "
+            f"what views the file)"
+            for h in found if h.mapped and not h.is_self and h.notebook == notebook and is_ours(h.pid)]
+
+
+def _running_kernels(base: str) -> int | None:
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with direct.open(f"{base}/api/kernels", timeout=5) as reply:
+            return len(json.load(reply))
+    except (urllib.error.URLError, OSError, json.JSONDecodeError):
+        return None
+
+
 def _report(result: NotebookResult) -> None:
     verdict = "PASS" if result.passed else "FAIL"
-    print(f"{verdict} {result.name} ({result.seconds:.1f} s)"
+    print(f"{verdict} [{result.run}] {result.name} ({result.seconds:.1f} s)"
           + (f" -> {result.screenshot}" if result.screenshot else ""), flush=True)
     for problem in result.problems:
         print(f"    problem: {problem}", flush=True)
@@ -581,17 +645,56 @@ def _interrupt(signum: int, frame: object) -> None:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path,
-                        help="notebooks to check (default: notebooks/*.ipynb)")
+                        help="notebooks to check, in this order (default: notebooks/*.ipynb in name order)")
     parser.add_argument("--root", type=Path, default=REPO,
                         help="folder JupyterLab serves; notebooks must be inside it (default: the repository)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per notebook (default 300)")
     parser.add_argument("--screenshots", type=Path, default=REPO / "results" / "screenshots")
-    return parser.parse_args(argv)
+    parser.add_argument("--passes", default=",".join(PASSES),
+                        help=f"which passes to run, in order (default {','.join(PASSES)}): "
+                             + "; ".join(f"{k}: {v}" for k, v in PASS_TITLES.items()))
+    args = parser.parse_args(argv)
+    args.passes = [p.strip() for p in args.passes.split(",") if p.strip()]
+    unknown = [p for p in args.passes if p not in PASSES]
+    if unknown or not args.passes:
+        parser.error(f"--passes: unknown {unknown or 'none given'}; choose from {', '.join(PASSES)}")
+    return args
+
+
+def default_notebooks() -> list[Path]:
+    """Every notebook of the lab, in name order (00, 01, …): a new one is checked without a change here."""
+    return sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def run_pass(name: str, notebooks: list[Path], root: Path, args: argparse.Namespace,
+             hashes: dict[Path, str]) -> list[NotebookResult]:
+    """One pass over the notebooks in its own JupyterLab (see PASSES)."""
+    shutdown = PASSES[name]
+    results: list[NotebookResult] = []
+    with jupyterlab(root) as (base, server_pid), chromium() as context:
+        print(f"== {name}: {PASS_TITLES[name]}; JupyterLab at {base}; {len(notebooks)} notebook(s), "
+              f"{args.timeout:.0f} s each at most", flush=True)
+        for run_id, nb in enumerate(notebooks):
+            result = check_notebook(context, base, root, nb, args.timeout, args.screenshots / name, run_id,
+                                    shutdown=shutdown, run=name)
+            if _sha256(nb) != hashes[nb]:
+                result.problems.append("the notebook file changed on disk during the check")
+            if not shutdown:
+                from gdslab.holders import holders
+
+                found, _ = holders(lab_checkpoint_files())
+                result.problems += leftover_mappings(found, nb.name, lambda pid: parent_pid(pid) == server_pid)
+            _report(result)
+            results.append(result)
+        if not shutdown:
+            print(f"   kernels still running at the end of the pass: {_running_kernels(base)} "
+                  f"(one per notebook, as in a room)", flush=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    notebooks = args.notebooks or sorted((REPO / "notebooks").glob("*.ipynb"))
+    notebooks = args.notebooks or default_notebooks()
     root = args.root.resolve()
     for nb in notebooks:
         if not nb.is_file() or root not in nb.resolve().parents:
@@ -607,24 +710,22 @@ def main(argv: list[str] | None = None) -> int:
     results: list[NotebookResult] = []
     interrupted = False
     try:
-        with jupyterlab(root) as base, chromium() as context:
-            print(f"JupyterLab at {base}; {len(notebooks)} notebook(s), {args.timeout:.0f} s each at most",
-                  flush=True)
-            for run_id, nb in enumerate(notebooks):
-                result = check_notebook(context, base, root, nb, args.timeout, args.screenshots, run_id)
-                if _sha256(nb) != hashes[nb]:
-                    result.problems.append("the notebook file changed on disk during the check")
-                _report(result)
-                results.append(result)
+        for name in args.passes:
+            results += run_pass(name, notebooks, root, args, hashes)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: server and browser are down by now
         print(f"interrupted ({exc or 'Ctrl-C'})", file=sys.stderr)
         interrupted = True
-    checked = {r.name for r in results}
-    for nb in notebooks:
-        if nb.name not in checked:
-            results.append(NotebookResult(nb.name, problems=["not checked: the harness stopped"]))
+    for name in args.passes:
+        checked = {r.name for r in results if r.run == name}
+        for nb in notebooks:
+            if nb.name not in checked:
+                results.append(NotebookResult(nb.name, run=name, problems=["not checked: the harness stopped"]))
+    for name in args.passes:
+        mine = [r for r in results if r.run == name]
+        bad = [r.name for r in mine if not r.passed]
+        print(f"{name}: {len(mine) - len(bad)} passed, {len(bad)} failed" + (f" ({', '.join(bad)})" if bad else ""))
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 130 if interrupted else (1 if failed else 0)
