@@ -75,7 +75,7 @@ def summarize(done: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.4g}"
+    return f"{x + 0.0:.4g}"  # + 0.0: no "-0"
 
 
 def report(done: list[dict], runs_asked: int, out: Path, command: str) -> str:
