@@ -1,4 +1,4 @@
-"""`gdslab env | make-checkpoint | reshard | inspect | load | demo | bench | sweep | report | dist-load`."""
+"""`gdslab env | tune | make-checkpoint | reshard | inspect | load | demo | bench | sweep | report | dist-load`."""
 
 from __future__ import annotations
 
@@ -48,24 +48,50 @@ def cmd_env(args) -> int:
     from .probe import probe
 
     report = probe(args.dir)
-    print(json.dumps(report.as_dict(), indent=2) if args.json else report.as_text())
+    auto = _auto_here(report)
+    if args.json:
+        print(json.dumps({**report.as_dict(), **auto}, indent=2))
+        return 0
+    print(report.as_text())
+    print("\n== Auto knobs (gdslab.policy; an explicit argument wins)")
+    for state, choice in auto["auto"].items():
+        print(f"{state}: {choice['chosen']}\n  " + "\n  ".join(choice["why"]))
+    print("\n== Tune profile (gdslab tune)\n" + auto["tune_profile"])
     return 0
 
 
-def best_datapath(device) -> tuple[str, str]:
-    """The fastest path for a device, and why: host-direct on a host; gds where GDS is ready, else pinned-bounce."""
-    from . import datapaths
-    from .probe import probe
+def _auto_here(report) -> dict:
+    """What `auto` would choose here, cold and warm, for the host and (where there is one) the GPU; the profile."""
+    from . import datapaths, tuned
+    from .policy import LoadFacts, choose, local_ranks, machine_facts
 
-    if device.type == "cpu":
-        return "host-direct", "the one-copy path into host memory"
-    gds = datapaths.get("gds").info(device)
-    if gds.available:
-        verdict = probe().gds_state
-        if verdict == "ready":
-            return "gds", "the probe says GDS is ready here"
-        return "pinned-bounce", f"KvikIO reads here but GDS is {verdict} (its compatibility mode is a bounce)"
-    return "pinned-bounce", f"gds cannot run here: {gds.reason}"
+    machine = machine_facts(report)
+    kinds = ["cpu"] + (["cuda"] if machine.gpus else [])
+    out = {}
+    for kind in kinds:
+        gds = kind == "cuda" and datapaths.get("gds").info("cuda").available
+        for cache, resident in (("cold", 0.0), ("warm", 1.0)):
+            best, source = tuned.winner(machine, kind, cache)
+            pick = choose(machine, LoadFacts(kind, resident, gds, local_ranks()), profile=best, profile_source=source)
+            out[f"{kind}/{cache}"] = {"chosen": pick.summary(), "why": list(pick.why.values()),
+                                      "chosen_by": pick.source}
+    return {"auto": out, "tune_profile": tuned.describe(machine)}
+
+
+def cmd_tune(args) -> int:
+    from .tune import forget, tune
+
+    if args.forget:
+        gone = forget(args.checkpoint)
+        print(f"removed {gone}" if gone else "no tune profile here to remove")
+        return 0
+    result = tune(args.checkpoint, device=args.device, budget_s=args.budget, progress=not args.no_progress,
+                  save=not args.dry_run)
+    print(result.table())
+    if not result.winners:
+        print("nothing measured: no profile written", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_load(args) -> int:
@@ -88,15 +114,29 @@ def cmd_load(args) -> int:
               flush=True)
     ckpt = Checkpoint.open(args.source)
     device = resolve_device(args.device)
-    if not args.strict_gds:
-        datapath, why = (args.datapath, "asked for") if args.datapath else best_datapath(device)
+    if args.cold:
+        evict_all(f.path for f in ckpt.files)
+    chosen = {}
+    if not args.strict_gds:  # the one policy (gdslab.policy) for every knob left at auto, said and why
+        from . import datapaths
+        from .errors import DatapathUnavailable
+        from .policy import resolve
+
+        auto = resolve(ckpt.root if ckpt.root.is_dir() else ckpt.root.parent, [f.path for f in ckpt.files], device,
+                       args.datapath or "auto", args.threads, args.io_size, options)
+        datapath, threads, io_size, options, chosen = auto.datapath, auto.threads, auto.io_size, auto.options, auto.details
+        why = chosen.get("chosen_by", "asked for")
+        info = datapaths.get(datapath).info(device)
+        if not info.available:  # refused before anything starts, as the loader would
+            raise DatapathUnavailable(f"{datapath} cannot run on {device}: {info.reason}")
+    else:
+        threads, io_size = args.threads, args.io_size
     dtypes = ", ".join(f"{k}×{v}" for k, v in sorted(ckpt.dtype_counts().items()))
     print(f"{ckpt.root}: {format_size(ckpt.nbytes)} in {len(ckpt.files)} file(s), {len(ckpt.tensors)} tensors "
           f"({dtypes}) → {device} by {datapath} ({why})", flush=True)
-    if args.cold:
-        evict_all(f.path for f in ckpt.files)
-    run = BackgroundLoad(ckpt, datapath=datapath, device=device, threads=args.threads,
-                         io_size=args.io_size, **options)
+    if chosen:
+        print("  " + chosen["why"].replace("; ", "\n  "), flush=True)
+    run = BackgroundLoad(ckpt, datapath=datapath, device=device, threads=threads, io_size=io_size, **options)
     with tqdm(total=run.total, unit="B", unit_scale=True, unit_divisor=1000, desc=datapath) as bar:
         try:
             while not run.done:
@@ -112,6 +152,7 @@ def cmd_load(args) -> int:
     except GdslabError as e:
         print(f"gdslab load: {e}", file=sys.stderr)
         return 1
+    result.details.update(chosen)
     print(result)
     if args.record:
         import json
@@ -258,6 +299,7 @@ def cmd_dist_load(args) -> int:
 def add_dist_load(sub) -> None:
     """`gdslab dist-load` on the CLI's subparsers."""
     from .plan import DEFAULT_STRIDED, STRIDED_MODES, VOCAB_POLICIES
+    from .policy import knob_arg
     from .sharded import CACHE_CHOICES
 
     p = sub.add_parser("dist-load", help="sharded load: every rank's tensor-parallel slice at once, one worker "
@@ -267,9 +309,9 @@ def add_dist_load(sub) -> None:
     p.add_argument("--devices", default=None, help="comma list, e.g. cuda:0,cuda:1 (default: GPUs, else cpu × world)")
     p.add_argument("--simulate", action="store_true",
                    help="more ranks than GPUs: run them on the CPU (recorded as simulated) instead of refusing")
-    p.add_argument("--datapath", default=None, help="default: host-direct on CPU, gds or pinned-bounce on GPU")
-    p.add_argument("--threads", type=int, default=4, help="reader threads per rank")
-    p.add_argument("--io-size", default="16MiB")
+    p.add_argument("--datapath", default="auto", help="default: auto (gdslab.policy, from the machine and the cache)")
+    p.add_argument("--threads", type=knob_arg, default="auto", help="reader threads per rank (default: auto)")
+    p.add_argument("--io-size", default="auto")
     p.add_argument("--strided", default=DEFAULT_STRIDED, choices=STRIDED_MODES)
     p.add_argument("--vocab", default="split", choices=VOCAB_POLICIES)
     p.add_argument("--cache", default="as-is", choices=CACHE_CHOICES)
@@ -284,6 +326,7 @@ def add_dist_load(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .policy import knob_arg
     from .synthetic import DTYPES, PRESETS
 
     parser = argparse.ArgumentParser(prog="gdslab", description=__doc__)
@@ -322,14 +365,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_env)
 
+    p = sub.add_parser("tune", help="a short sweep around the auto knobs (cold and warm); the winners are kept in a "
+                                    "profile that later auto loads on this machine and file system use")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="the checkpoint to measure (default: a synthetic 512 MiB one where checkpoints go)")
+    p.add_argument("--budget", type=float, default=60.0, help="seconds to spend (default 60)")
+    p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
+    p.add_argument("--forget", action="store_true", help="remove this machine's profile for that file system")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, but keep no profile")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("load", help="one load with a progress bar in GB/s")
     p.add_argument("source")
-    p.add_argument("--datapath", default=None,
-                   help="default: the best for the device (host-direct on a host; gds where GDS is ready, else "
-                        "pinned-bounce), said and why")
+    p.add_argument("--datapath", default="auto",
+                   help="default: auto, the policy's (gdslab.policy: from the machine, the device and how much of "
+                        "the checkpoint is in the page cache), said and why")
     p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
-    p.add_argument("--threads", type=int, default=8)
-    p.add_argument("--io-size", default="16MiB")
+    p.add_argument("--threads", type=knob_arg, default="auto", help="reader threads (default: auto)")
+    p.add_argument("--io-size", default="auto", help="bytes per read, e.g. 16MiB (default: auto)")
     p.add_argument("--cold", action="store_true", help="evict the checkpoint's pages first")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="a data path's own knob, e.g. buffers_per_thread=4 or gds_threshold=1MiB (repeatable)")
@@ -344,8 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="2GiB")
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--threads", type=int, default=8)
-    p.add_argument("--io-size", default="16MiB")
+    p.add_argument("--threads", type=knob_arg, default="auto",
+                   help="reader threads for every path (default: auto, the policy's for each cache state)")
+    p.add_argument("--io-size", default="auto")
     p.add_argument("--device", default=None, help="cuda:N or cpu (default: cuda:0 when a GPU is here)")
     p.add_argument("--out", default="results/demo")
     p.add_argument("--checkpoint", default=None, help="a real checkpoint (file or HF folder) instead of a synthetic one")

@@ -17,7 +17,7 @@ from . import datapaths
 from .cache import evict_all, resident_fraction_all
 from .checkpoint import Checkpoint
 from .loader import load, resolve_device
-from .sizes import format_size
+from .sizes import format_size, parse_size
 from .sweep import Grid, results_files, sweep
 
 
@@ -49,6 +49,7 @@ class Headline:
     rows: list[Row]
     records: list[dict]
     unavailable: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # the knobs each cache state ran with, and why; caveats
 
     def table(self) -> str:
         """Plain-text table, fastest first within each cache state."""
@@ -61,6 +62,8 @@ class Headline:
                          f"{row.vs_slowest:9.2f}×  {row.effective}")
         for name, reason in self.unavailable.items():
             lines.append(f"{name:{width}} —     not run here: {reason}")
+        if self.notes:
+            lines += [""] + self.notes
         return "\n".join(lines)
 
     def figure(self):
@@ -93,8 +96,8 @@ def compare_paths(
     device: str | None = None,
     repeats: int = 2,
     shards: int = 4,
-    threads: int = 8,
-    io_size: int | str = "16MiB",
+    threads: int | str = "auto",
+    io_size: int | str = "auto",
     caches: tuple[str, ...] = ("cold", "warm"),
     progress: bool = True,
     checkpoint: str | Path | None = None,
@@ -102,22 +105,68 @@ def compare_paths(
     """Measure every available path afresh (earlier results in `out` are replaced).
 
     `checkpoint` (a safetensors file or HF model folder) replaces the synthetic one.
+    "auto" knobs are the policy's for each cache state (the same for every path, so the
+    paths differ only in how they move bytes); the table says which.
     """
     device = str(resolve_device(device))
     infos = datapaths.available(device)
     names = [i.name for i in infos if i.available]
     for old in results_files(out):
         old.unlink(missing_ok=True)
-    grid = Grid(datapaths=names, io_sizes=(io_size,), threads=(threads,), shards=(shards,), caches=caches,
-                repeats=repeats, size=size, checkpoint=str(checkpoint or ""))
-    result = sweep(out, grid, device=device, progress=progress)
+    knobs = _knobs_per_cache(caches, threads, io_size, device, size, shards, checkpoint)
+    for cache in caches:  # one sweep per cache state, each with its knobs, into one results folder
+        grid = Grid(datapaths=names, io_sizes=(knobs[cache][1],), threads=(knobs[cache][0],), shards=(shards,),
+                    caches=(cache,), repeats=repeats, size=size, checkpoint=str(checkpoint or ""))
+        result = sweep(out, grid, device=device, progress=progress)
     records = result.ok()
     unavailable = {i.name: i.reason for i in infos if not i.available}
     for record in result.records:
         if record.get("status") != "ok":
             label = f"{record['datapath']} ({record['cache_asked']})"
             unavailable.setdefault(label, f"{record['status']}: {record.get('reason', '')}")
-    return Headline(device, grid.size, _rows(records), records, unavailable)
+    headline = Headline(device, grid.size, _rows(records), records, unavailable)
+    headline.notes = [f"{cache}: {n} threads, {format_size(io)} for every path ({why})"
+                      for cache, (n, io, why) in knobs.items()] + host_direct_vs_bounce(records)
+    return headline
+
+
+def _knobs_per_cache(caches, threads, io_size, device, size, shards, checkpoint) -> dict:
+    """cache -> (threads, io_size, why): the explicit values, or the policy's for that cache state."""
+    from .policy import LoadFacts, choose, this_machine
+    from .synthetic import cached_checkpoint
+
+    folder = Path(checkpoint) if checkpoint else cached_checkpoint(size, shards)
+    machine = this_machine(folder if folder.is_dir() else folder.parent)
+    kind = resolve_device(device).type
+    out = {}
+    for cache in caches:
+        pick = choose(machine, LoadFacts(kind, 0.0 if cache == "cold" else 1.0), "host-direct" if kind == "cpu"
+                      else "pinned-bounce")
+        n = pick.threads if threads == "auto" else threads
+        io = pick.io_size if io_size == "auto" else parse_size(io_size)
+        why = "; ".join(w for w in (pick.why["threads"] if threads == "auto" else "",
+                                    pick.why["io_size"] if io_size == "auto" else "") if w) or "asked for"
+        out[cache] = (n, io, why)
+    return out
+
+
+def host_direct_vs_bounce(records: list[dict]) -> list[str]:
+    """Where host-direct is not level with the pinned bounce on a host, say by how much and whether it is noise."""
+    notes = []
+    for cache in dict.fromkeys(r["cache_asked"] for r in records):
+        runs = {p: [r["gbps"] for r in records if r["datapath"] == p and r["cache_asked"] == cache and
+                    r["device"] == "cpu"] for p in ("host-direct", "pinned-bounce")}
+        if not all(runs.values()):
+            continue
+        direct, bounce = statistics.median(runs["host-direct"]), statistics.median(runs["pinned-bounce"])
+        if direct >= bounce:
+            continue
+        overlap = min(runs["host-direct"]) <= max(runs["pinned-bounce"]) and \
+            min(runs["pinned-bounce"]) <= max(runs["host-direct"])
+        notes.append(f"{cache}: host-direct {direct:.2f} GB/s is behind the pinned bounce's {bounce:.2f} GB/s "
+                     + ("within the repeats' spread (their ranges overlap): noise on this machine, not the paths"
+                        if overlap else "beyond the repeats' spread: the one-copy path lost here; see the records"))
+    return notes
 
 
 def host_path(device: str) -> str:

@@ -29,6 +29,7 @@ from .datapaths.base import TensorRead
 from .errors import DatapathUnavailable, LoadCancelled
 from .loader import LoadResult, cache_state, load, resolve_device
 from .plan import DEFAULT_STRIDED, RankPlan, rank_plan
+from .policy import resolve
 from .profile import EventLog, FillCurve, fill_curve
 from .reshard import is_preshard, open_set, rank_plan_of
 from .sizes import format_size, parse_size
@@ -149,8 +150,8 @@ def load_rank(
     *,
     datapath: str | None = None,
     device: str | torch.device | None = None,
-    threads: int = 4,
-    io_size: int | str = "16MiB",
+    threads: int | str = "auto",
+    io_size: int | str = "auto",
     strided: str = DEFAULT_STRIDED,
     vocab: str = "split",
     plan: RankPlan | None = None,
@@ -166,7 +167,7 @@ def load_rank(
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
     device = resolve_device(device)
     plan = plan if plan is not None else rank_plan(ckpt, rank, world, strided, vocab)
-    result, origin = _timed_load(ckpt, list(plan.reads), datapath or default_datapath(device), device,
+    result, origin = _timed_load(ckpt, list(plan.reads), datapath or "auto", device,
                                  threads, io_size, cancel, measure_costs, options)
     cut = time.perf_counter()
     tensors = plan.finish(dict(result.tensors))
@@ -332,8 +333,8 @@ def load_sharded(
     world: int | None = None,
     devices: Sequence[str | torch.device] | None = None,
     datapath: str | None = None,
-    threads: int = 4,
-    io_size: int | str = "16MiB",
+    threads: int | str = "auto",
+    io_size: int | str = "auto",
     *,
     strided: str = DEFAULT_STRIDED,
     vocab: str = "split",
@@ -347,8 +348,9 @@ def load_sharded(
 
     `devices` defaults to the first `world` local GPUs (`device="cuda"`, or nothing asked on a
     GPU machine), else `world` × "cpu" (`device="cpu"`, or no GPU here: simulated ranks,
-    recorded so). More ranks than GPUs is refused unless `simulate=True` asks for CPU ranks. Each rank runs `threads` readers by `datapath` (default per device:
-    `default_datapath`). `cache` 'cold' evicts the files first, 'warm' reads them first.
+    recorded so). More ranks than GPUs is refused unless `simulate=True` asks for CPU ranks. Each rank runs `threads` readers by `datapath`; "auto" (the default; None too)
+    knobs are chosen once for all ranks by `gdslab.policy`, which shares the machine among
+    them. `cache` 'cold' evicts the files first, 'warm' reads them first.
     Any rank failing stops the others, and its error is raised once they have all stopped.
     `options` are the data path's own knobs. KvikIO's thread pool is one per process, so
     for gds it is set once for all ranks (`threads` × ranks threads).
@@ -366,14 +368,16 @@ def load_sharded(
         plans = [rank_plan(ckpt, r, world, strided, vocab) for r in range(world)]  # plan errors before any read
         ckpts = [ckpt] * world
     ckpt = ckpts[0]
-    paths = [datapath or default_datapath(d) for d in devices]
+    files = list(dict.fromkeys(f.path for c in ckpts for f in c.files))
+    warm_probe(ckpt)
+    prepare_cache(files, cache)
+    auto = resolve(ckpt.root if ckpt.root.is_dir() else ckpt.root.parent, files, devices[0], datapath or "auto",
+                   threads, io_size, options, ranks=world)  # one choice for every rank, the machine shared
+    paths, threads, io_size, options = [auto.datapath] * world, auto.threads, auto.io_size, auto.options
     for path, device in zip(paths, devices):  # refuse an unavailable path before any rank starts
         info = datapaths.get(path).info(device)
         if not info.available:
             raise DatapathUnavailable(f"{path} cannot run on {device}: {info.reason}")
-    files = list(dict.fromkeys(f.path for c in ckpts for f in c.files))
-    warm_probe(ckpt)
-    prepare_cache(files, cache)
     resident = resident_fraction_all(files)
 
     stop = threading.Event()
@@ -418,6 +422,8 @@ def load_sharded(
         real = [e for e in errors if not isinstance(e, (LoadCancelled, threading.BrokenBarrierError))]
         raise (real or errors)[0]
     ranks = [r for r in results if r is not None]
+    for r in ranks:
+        r.load.details.update(auto.details)  # what the policy chose for all ranks, and why
     start = min(r.clock_start for r in ranks)
     for r in ranks:
         r.began = r.clock_start - start

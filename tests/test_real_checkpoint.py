@@ -56,7 +56,8 @@ def test_cli_load_says_what_it_loaded_and_which_path_and_why(hf_model, capsys):
 
     assert main(["load", str(hf_model), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "tiny-llama" in out and "BF16" in out and "by host-direct (the one-copy path into host memory)" in out
+    assert "tiny-llama" in out and "BF16" in out and "by host-direct (policy)" in out
+    assert "datapath host-direct: one copy, straight into the destination" in out  # the policy's reason, said
 
 
 def test_sweeps_and_the_demo_take_a_real_checkpoint(hf_model, tmp_path):
