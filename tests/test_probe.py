@@ -214,7 +214,9 @@ def test_as_dict_is_json_and_carries_the_verdict(tmp_path):
 def test_cli_env(tmp_path, capsys):
     assert main(["env", "--dir", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert text.strip().splitlines()[-1] == probe(tmp_path).verdict
+    report, rest = text.split("\n== Auto knobs", 1)
+    assert report.strip().splitlines()[-1] == probe(tmp_path).verdict  # the verdict ends the probe's own report
+    assert "cpu/cold: host-direct" in rest and "== Tune profile (gdslab tune)" in rest
     assert main(["env", "--dir", str(tmp_path), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["filesystem"]["directory"] == str(tmp_path.resolve())
