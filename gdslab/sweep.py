@@ -49,7 +49,8 @@ CSV_NAME = "sweep.csv"
 PATH_FIELDS = (
     "buffers_per_thread", "staging_bytes", "pinned_bytes", "staging_alloc_s", "staging_reused",
     "gds_threshold", "register", "gds_bytes", "posix_bytes", "gds_share", "gds_kind", "byte_split",
-    "host_overhead_bytes", "device_overhead_bytes", "cpu_seconds",
+    "host_overhead_bytes", "host_overhead_note", "host_rss_overhead_bytes", "host_peak_method", "host_rss_note",
+    "device_overhead_bytes", "cpu_seconds",
 )
 # The CSV columns, in order. The JSON lines carry the same keys (and any a newer loader adds).
 FIELDS = (

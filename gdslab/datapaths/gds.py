@@ -348,6 +348,11 @@ class Gds(Datapath):
             allow_compat_mode=state["allow_compat_mode"], compat_setting=state["compat_setting"],
             compat_preferred=state["compat_preferred"],
         ).judged(nvfs_before=staging["nvfs_before"], nvfs_after=nvfs_after, strict=strict)
+        if split.bytes_by_backend.get("POSIX"):
+            job.host_memory.cannot_count("KvikIO stages POSIX reads in bounce buffers of its own, which it does not expose")
+        elif split.bytes_by_backend.get("GDS") and split.evidence.label != evidence.DMA_PROVEN:
+            job.host_memory.cannot_count("cuFile may serve reads in compat mode through bounce buffers of its own, "
+                                         "which it does not expose")
         # cuFile registers nothing in compatibility mode (KvikIO's memory_register is a no-op there)
         really = 0 if state["compat_preferred"] is not False else len(registered)
         job.details.update(split.record(), registered=really, strict=bool(job.options["strict"]),
