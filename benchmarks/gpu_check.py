@@ -9,7 +9,8 @@ is cut to, and rewrites `summary.md` and the archive after every step: a run kil
 point leaves every finished step's results. Each step runs in its own process group, killed
 whole on its timeout. Steps, by value: `gdslab env --json` (to its own file); a checkpoint
 (2 GiB, 4 shards); a strict-GDS load (cuFile compat off) and a default gds load, each with the
-nvidia-fs counters before and after and cufile.log packed; every path cold and warm against
+nvidia-fs counters before and after and cufile.log packed; the default gds load (no knob: what
+the policy chooses, and why) and the same at half and double its threads; every path cold and warm against
 the read floor and the pinned and pageable host→device ceilings; the `gpu`-marked tests; fill
 curves; every notebook under nbval; one NCCL run over every visible GPU (with one GPU, world=1
 exercises no collective, and the summary says so). It stops at once, non-zero, when there is
@@ -256,6 +257,24 @@ def gds_lines(work: Path) -> list[str]:
     return lines
 
 
+def policy_lines(work: Path) -> list[str]:
+    """The auto gds load's choice with its reasons, and its GB/s beside the same load at half and double the threads."""
+    lines = ["| run | threads | io size | GB/s | label | chosen by |", "|---|---|---|---|---|---|"]
+    why = ""
+    for name in ("gds-auto", "gds-auto-half-threads", "gds-auto-double-threads"):
+        try:
+            record = json.loads((work / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            lines.append(f"| {name} | (no record: see {name}.log) | | | | |")
+            continue
+        why = why or record.get("why", "")
+        gbps = record.get("gbps")
+        lines.append(f"| {name} | {record.get('threads')} | {record.get('io_size')} | "
+                     f"{f'{gbps:.2f}' if isinstance(gbps, (int, float)) else '—'} | {record.get('gds_label')} | "
+                     f"{record.get('chosen_by')}: {record.get('chosen')} |")
+    return lines + ([f"Why: {why}"] if why else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.environ.get("OUT") or "results/gpu-check",
@@ -306,6 +325,22 @@ def main(argv: list[str] | None = None) -> int:
                     after=lambda: (copy_file(NVFS_STATS, work / f"{name}-nvfs-after.txt")(),
                                    copy_file(ROOT / "cufile.log", work / f"{name}-cufile.log")()))
 
+    def auto_threads(scale: float) -> str:
+        """The threads the policy chose for gds-auto, scaled (one sweep point either side of it)."""
+        try:
+            chosen = int(json.loads((work / "gds-auto.json").read_text())["threads"])
+        except (OSError, ValueError, KeyError, TypeError):
+            chosen = 8
+        return str(max(1, round(chosen * scale)))
+
+    def gds_auto(name: str, scale: float | None) -> Spec:
+        """A default gds load (no knob given: the policy chooses), or the same at the policy's threads scaled."""
+        def command() -> list[str]:
+            knobs = [] if scale is None else ["--threads", auto_threads(scale)]
+            return [py, "-m", "gdslab.cli", "load", ckpt(), "--device", device, "--datapath", "gds", "--cold",
+                    *knobs, "--record", str(work / f"{name}.json")]
+        return Spec(name, command, 60)
+
     # ordered by value: what the machine is and whether GDS really ran come first
     specs = [
         Spec("env", [py, "-m", "gdslab.cli", "env", "--dir", ckpt_dir, "--json"], 60, stdout=work / "env.json"),
@@ -313,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                                       f"print(cached_checkpoint({size!r}, 4))"], 120, stdout=work / "checkpoint.txt"),
         gds_load("strict-gds", "--strict-gds", "--cufile-dir", str(work / "strict-gds")),
         gds_load("gds-default"),
+        gds_auto("gds-auto", None), gds_auto("gds-auto-half-threads", 0.5), gds_auto("gds-auto-double-threads", 2.0),
         Spec("floors", lambda: [py, "benchmarks/floor.py", "--device", device, "--size", size, "--shards", "4",
                                 "--repeats", str(args.repeats), "--out", str(work / "floors.md"),
                                 "--json", str(work / "floors.json")], 240),
@@ -356,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
             "## Did GDS really run? (labels from evidence below cuFile; see gdslab/gds_evidence.py)",
             "",
             *gds_lines(work),
+            "",
+            "## What the policy chose here (gdslab load with no knob), and one point either side",
+            "",
+            *policy_lines(work),
             "",
             "## Every path, cold and warm, against the floors measured in the same run",
             "",
