@@ -1,0 +1,26 @@
+"""gdslab.hostmem: what mutation testing found unchecked (docs/results/mutation.md).
+
+The reason a ledger cannot count its memory must reach, word for word, every open window
+and the parent ledger; a record with several reasons lists each of them.
+"""
+
+from gdslab.hostmem import Ledger
+
+
+def test_a_reason_reaches_every_open_window_and_the_parent_word_for_word():
+    parent = Ledger("process")
+    child = Ledger("load", parent)
+    with parent.window() as on_parent, child.window() as on_child:
+        child.cannot_count("peer X holds buffers of its own")
+        child.cannot_count("peer X holds buffers of its own")  # said twice: one line
+    assert parent.uncounted == ["peer X holds buffers of its own"]
+    assert on_parent.uncounted == ["peer X holds buffers of its own"]
+    assert on_child.uncounted == ["peer X holds buffers of its own"]
+    assert parent.record() == {"host_overhead_bytes": None, "host_overhead_note": "peer X holds buffers of its own"}
+
+
+def test_a_record_lists_each_reason_separated_by_a_semicolon():
+    ledger = Ledger("load")
+    ledger.cannot_count("peer A")
+    ledger.cannot_count("peer B")
+    assert ledger.record()["host_overhead_note"] == "peer A; peer B"
