@@ -344,6 +344,7 @@ def shape_of(args, kwargs) -> tuple:
 @pytest.mark.parametrize("datapath", [p for p in OS_PATHS if p != "host-direct"])
 def test_staging_cannot_be_allocated(ckpt_dir, datapath, monkeypatch):
     """The bounce paths' own buffers: a clear LoadError naming the checkpoint, nothing left."""
+    release_staging()  # a ring pooled by an earlier test (any file) would be reused: nothing to refuse
     check = LeakCheck(monkeypatch)
     tracking_empty = torch.empty
     destination_shapes = {tuple(t.shape) for s in (1, 2) for t in shard_tensors(s).values()}
