@@ -381,6 +381,7 @@ def test_the_budget_table_names_the_window_of_its_rows():
 def test_the_defaults_are_the_405b_on_a_p5en_at_bf16():
     # kv_values_per_token: tp 1: 2 × 126 × 8 × 128 = 258,048 values; a toy with one KV head shows tp 1 is no copy
     assert kvcache.kv_values_per_token(L405) == 258_048 and kvcache.kv_bytes_per_token(TOY) == 4.0
+    assert kvcache.kv_values_per_token(TOY) == 2  # K and V of one head of dimension 1 on one rank
     # TurboQuant's norm is per 128-value head vector by default: 3.5 + 16 / 128
     assert kvcache.KV_FORMATS["turboquant-3.5bit"].bits_per_value() == 3.5 + 16 / 128
     # FP8 weights, bf16 KV, a P5en with vLLM's reserve: 598,147,412,787.2 // 516,096 = 1,158,984 tokens
