@@ -49,6 +49,7 @@ lab: $(STAMP)
 # mutated and their unit tests; each mutant runs only the tests that reach its function).
 # MUTANTS narrows the run (e.g. MUTANTS='gdslab.plan.*'); results accumulate in mutants/
 # and the per-module table is printed at the end (docs/results/mutation.md keeps it).
+# Before a measuring run, `rm -rf mutants`: mutmut keeps old results when only tests change.
 MUTANTS       ?=
 MUTATION_JOBS ?= 2
 
