@@ -15,17 +15,15 @@ ratios the issue sets as targets (met or missed) and the knobs the policy chose,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 from gdslab.checkpoint import Checkpoint
 from gdslab.compare import (DIRECT_FLOOR, FLOOR, Contender, Run, _machine, _verify, _wait_for_quiet,
-                            reference_digests, run_once)
+                            interleave, reference_digests, run_once)
 from gdslab.errors import GdslabError
 from gdslab.sizes import format_size
 from gdslab.synthetic import cached_checkpoint
@@ -165,30 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     entrants, missing = contenders()
     reference = reference_digests(files)
     before = _wait_for_quiet(args.max_load, 600)
-    runs: list[Run] = []
     chosen: dict[str, dict] = {}
-    verified: set[str] = set()
-    records = Path(args.records)
-    records.parent.mkdir(parents=True, exist_ok=True)
-    records.write_text("")
-    for repeat in range(args.repeats):
-        shift = repeat % len(entrants)
-        order = entrants[shift:] + entrants[:shift]
-        for cache in caches:
-            for contender in order:
-                check = reference if contender.label not in verified else None
-                if contender.method == "default":
-                    run, picked = run_default(ckpt, files, cache, repeat, check)
-                    chosen.setdefault(cache, picked)
-                else:
-                    run = run_once(contender, ckpt, files, cache, repeat, check)
-                if run.verified:
-                    verified.add(contender.label)
-                runs.append(run)
-                shown = f"{run.gbps:6.2f} GB/s" if run.status == "ok" else f"{run.status}: {run.reason}"
-                print(f"repeat {repeat + 1} {cache:4} {contender.label:32} {shown} {run.verified}", flush=True)
-                with open(records, "a") as f:
-                    f.write(json.dumps(asdict(run)) + "\n")
+
+    def run_one(contender: Contender, cache: str, repeat: int, check) -> Run:
+        if contender.method != "default":
+            return run_once(contender, ckpt, files, cache, repeat, check)
+        run, picked = run_default(ckpt, files, cache, repeat, check)
+        chosen.setdefault(cache, picked)
+        return run
+
+    runs = interleave(entrants, caches, args.repeats, reference, Path(args.records), run_one)
     after = "/".join(f"{x:.2f}" for x in os.getloadavg())
     setup = (f"checkpoint {format_size(ckpt.nbytes)} of tensors in {len(files)} shards ({folder.name}); destination "
              f"host memory; floors: 8 threads × 16 MiB into reused buffers; peers with their own defaults "

@@ -28,6 +28,7 @@ import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from .errors import GdslabError
 from .sizes import format_size, parse_size
@@ -159,6 +160,33 @@ def run_once(contender: Contender, ckpt, files: list[Path], cache: str, repeat: 
     return run
 
 
+def interleave(entrants: list[Contender], caches: list[str], repeats: int, reference: dict[str, int] | None,
+               records: Path | None, run_one: Callable[[Contender, str, int, dict | None], Run]) -> list[Run]:
+    """Every contender in every cache state, `repeats` times, the order rotated by one each repeat
+    (so that no contender always runs after the same one); each contender's bytes checked until
+    one run verifies them (outside the timing); every run printed and appended to `records`."""
+    runs: list[Run] = []
+    verified: set[str] = set()
+    if records:
+        records.parent.mkdir(parents=True, exist_ok=True)
+        records.write_text("")
+    for repeat in range(repeats):
+        shift = repeat % len(entrants)
+        for cache in caches:
+            for contender in entrants[shift:] + entrants[:shift]:
+                check = reference if contender.label not in verified else None
+                result = run_one(contender, cache, repeat, check)
+                if result.verified:
+                    verified.add(contender.label)
+                runs.append(result)
+                shown = f"{result.gbps:6.2f} GB/s" if result.status == "ok" else f"{result.status}: {result.reason}"
+                print(f"repeat {repeat + 1} {cache:4} {contender.label:32} {shown} {result.verified}", flush=True)
+                if records:
+                    with open(records, "a") as f:
+                        f.write(json.dumps(asdict(result)) + "\n")
+    return runs
+
+
 def _median(runs: list[Run]) -> float | None:
     values = [r.gbps for r in runs if r.status == "ok"]
     return statistics.median(values) if values else None
@@ -276,27 +304,8 @@ def run(args: argparse.Namespace, command: str) -> int:
     entrants, missing = contenders(args.threads, parse_size(args.io_size), not args.no_peer_defaults)
     reference = None if args.no_verify else reference_digests(files)
     load_before = _wait_for_quiet(args.max_load, 600)
-    runs: list[Run] = []
-    verified: set[str] = set()
-    records = Path(args.records) if args.records else None
-    if records:
-        records.parent.mkdir(parents=True, exist_ok=True)
-        records.write_text("")
-    for repeat in range(args.repeats):
-        shift = repeat % len(entrants)
-        order = entrants[shift:] + entrants[:shift]
-        for cache in caches:
-            for contender in order:
-                check = reference if contender.label not in verified else None
-                result = run_once(contender, ckpt, files, cache, repeat, check)
-                if result.verified:
-                    verified.add(contender.label)
-                runs.append(result)
-                shown = f"{result.gbps:6.2f} GB/s" if result.status == "ok" else f"{result.status}: {result.reason}"
-                print(f"repeat {repeat + 1} {cache:4} {contender.label:32} {shown} {result.verified}", flush=True)
-                if records:
-                    with open(records, "a") as f:
-                        f.write(json.dumps(asdict(result)) + "\n")
+    runs = interleave(entrants, caches, args.repeats, reference, Path(args.records) if args.records else None,
+                      lambda contender, cache, repeat, check: run_once(contender, ckpt, files, cache, repeat, check))
     load_after = "/".join(f"{x:.2f}" for x in os.getloadavg())
     setup = (f"checkpoint {format_size(ckpt.nbytes)} of tensors ({ckpt.nbytes} B) in {len(files)} shards "
              f"({folder.name}); destination host memory (cpu); threads {args.threads}, io size {args.io_size} for "
