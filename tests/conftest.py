@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,3 +25,35 @@ def require_eviction(folder: Path) -> None:
     if eviction_must_work(folder):
         pytest.fail(f"page-cache eviction must work on this file system, and does not: {why}")
     pytest.skip(f"page-cache eviction does not work here: {why}")
+
+
+_MUTANT_NAME = re.compile(r"^(?P<module>gdslab(?:\.\w+)*?)\.x[_\u01c1]")
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001  (pytest's hook signature)
+    """Under mutmut, run a mutant against its own module's unit tests only, fastest first.
+
+    mutmut picks every test that calls the mutated function: a checkpoint mutant would run
+    every loader test. The issue asks for the module's own fast tests ([tool.gdslab.mutation_tests]
+    in pyproject.toml names them); a mutant none of them reaches is reported as having no tests,
+    not silently counted killed. Fastest first, because `-x` stops at the first failure.
+    """
+    match = _MUTANT_NAME.match(os.environ.get("MUTANT_UNDER_TEST", ""))
+    if match is None:
+        return
+    module = match.group("module")
+    try:
+        own = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["gdslab"]["mutation_tests"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return
+    prefixes = [key for key in own if module == key or module.startswith(key + ".")]
+    if prefixes:
+        files = set(own[max(prefixes, key=len)])
+        keep = [item for item in items if item.nodeid.split("::")[0] in files]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
+    try:
+        durations = json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
+    except (OSError, KeyError, ValueError):
+        return
+    items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
