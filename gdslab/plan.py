@@ -201,18 +201,15 @@ def _blocks(entry: TensorEntry, s: Slice, itemsize: int) -> tuple[int, int, int,
 
 
 def slice_runs(entry: TensorEntry, s: Slice, itemsize: int) -> list[tuple[int, int]]:
-    """The (file offset, nbytes) runs holding exactly the slice, adjacent runs merged."""
+    """The (file offset, nbytes) runs holding exactly the slice: one per outer row.
+
+    Never adjacent: a slice that spans its whole dimension is the whole tensor (one run,
+    `_blocks`), so a partial one leaves a gap (pitch - width > 0) between its rows.
+    """
     outer, pitch, first, width = _blocks(entry, s, itemsize)
-    runs: list[tuple[int, int]] = []
     if width == 0:
         return [(first, 0)]
-    for k in range(outer):
-        offset = first + k * pitch
-        if runs and runs[-1][0] + runs[-1][1] == offset:
-            runs[-1] = (runs[-1][0], runs[-1][1] + width)
-        else:
-            runs.append((offset, width))
-    return runs
+    return [(first + k * pitch, width) for k in range(outer)]
 
 
 def rank_plan(
@@ -233,7 +230,7 @@ def rank_plan(
         itemsize = s.itemsize
         slices.append(s)
         outer, pitch, first, width = _blocks(entry, s, itemsize)
-        if outer <= 1 or width == pitch or width == 0 or strided == "rows":  # contiguous, or one run per row
+        if outer <= 1 or width == 0 or strided == "rows":  # contiguous, or one run per row
             reads.append(TensorRead(entry.name, entry.file, entry.dtype_name, s.shape_owned,
                                     tuple(slice_runs(entry, s, itemsize))))
             continue
