@@ -1,0 +1,390 @@
+"""The data paths' shared pieces where mutmut found them unchecked (issue #29).
+
+- `DirectFiles` (O_DIRECT reads): what `describe` and `record` say for every mix of direct and
+  buffered bytes (all, none, a share, refused at open or at a read, not asked for); one bounce
+  block per reading thread, counted in the ledger and given back; a read that the kernel fills
+  whole is one syscall, short reads are continued, the end of the file stops the loop.
+  O_DIRECT is simulated so these run on any file system (tmpfs included): `os.open` drops
+  the flag and remembers the descriptor, and `os.preadv` on it enforces open(2)'s O_DIRECT
+  rule (offset, length and buffer address in whole 4 KiB blocks, else EINVAL). The oracle is
+  the file's own bytes (`Path.read_bytes`).
+- `LoadJob`: a caller's destinations checked field by field (device, dtype, shape, contiguity;
+  exact messages), a coalesced group's shared allocation (8-byte words, its file and what it
+  holds in the log and in the allocation error), `gpu_seconds` in seconds, `TensorRead.whole`.
+- `Datapath.info`, `pinned_block_bytes` (PyTorch's power-of-two rounding, by hand), a fresh `_Pool`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import gdslab
+from gdslab.checkpoint import TensorEntry
+from gdslab.datapaths import base
+from gdslab.datapaths.base import Datapath, DatapathInfo, LoadJob, TensorRead, aligned_host
+from gdslab.datapaths.direct_io import DirectFiles
+from gdslab.datapaths.pinned_bounce import _Pool, pinned_block_bytes
+from gdslab.errors import LoadError
+from gdslab.hostmem import Ledger
+from gdslab.profile import EventLog
+
+BLOCK = 4096  # open(2): O_DIRECT transfers in whole logical blocks; 4 KiB is always enough
+pytestmark = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this OS")
+
+
+# --- simulated O_DIRECT -------------------------------------------------------------------
+
+
+class FakeDirect:
+    """`os.open(..., O_DIRECT)` opens buffered and remembers the descriptor; `os.preadv` on it
+    enforces the O_DIRECT alignment rule, counts calls, and can be told to refuse (EINVAL) or
+    to return short reads. A read loop that spins is stopped by a call budget."""
+
+    def __init__(self, monkeypatch, budget: int = 200):
+        self.fds: set[int] = set()
+        self.calls: list[tuple[int, int]] = []  # (offset, length) of every preadv on a direct descriptor
+        self.refuse = False
+        self.cap: list[int] = []  # per direct call, in order: at most this many bytes
+        self.budget = budget
+        real_open, real_preadv = os.open, os.preadv
+
+        def open_(path, flags, *rest):
+            if flags & os.O_DIRECT:
+                fd = real_open(path, flags & ~os.O_DIRECT, *rest)
+                self.fds.add(fd)
+                return fd
+            return real_open(path, flags, *rest)
+
+        def preadv(fd, buffers, offset, *rest):
+            if fd not in self.fds:
+                return real_preadv(fd, buffers, offset, *rest)
+            (buf,) = buffers
+            length = len(buf)
+            self.calls.append((offset, length))
+            if len(self.calls) > self.budget:
+                raise AssertionError(f"{len(self.calls)} preadv calls: a read loop that does not advance")
+            if not self.refuse and offset >= os.fstat(fd).st_size:
+                return 0  # at or past the end a read returns 0 before any alignment check (as ext4 does)
+            address = np.frombuffer(buf, dtype=np.uint8).ctypes.data if length else 0
+            if self.refuse or offset % BLOCK or length % BLOCK or address % BLOCK:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            if self.cap:
+                buf = buf[:self.cap.pop(0)]
+            return real_preadv(fd, [buf], offset, *rest)
+
+        monkeypatch.setattr(os, "open", open_)
+        monkeypatch.setattr(os, "preadv", preadv)
+
+
+@pytest.fixture
+def blob(tmp_path) -> tuple[Path, bytes]:
+    """A file of 6 blocks and 100 bytes, random bytes."""
+    data = np.random.default_rng(29).integers(0, 256, 6 * BLOCK + 100, dtype=np.uint8).tobytes()
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+def dest_for(offset: int, n: int) -> np.ndarray:
+    """A destination whose address agrees with `offset` modulo 4 KiB (what the loader allocates)."""
+    return aligned_host(n, offset % BLOCK).numpy()
+
+
+def test_a_read_with_head_middle_and_tail_is_three_syscalls_and_bit_exact(blob, monkeypatch):
+    path, data = blob
+    fake = FakeDirect(monkeypatch)
+    with DirectFiles([path], True) as files:
+        offset, n = 100, 3 * BLOCK  # head [100, 4096), middle [4096, 12288), tail [12288, 12388)
+        dest = dest_for(offset, n)
+        files.read(dest, offset, path)
+        assert dest.tobytes() == data[offset:offset + n]
+        # The middle straight in, then the head's block and the tail's block through the bounce:
+        # each filled whole by one call, none after it.
+        assert fake.calls == [(BLOCK, 2 * BLOCK), (0, BLOCK), (3 * BLOCK, BLOCK)]
+        assert (files.direct_bytes, files.buffered_bytes) == (n, 0)
+
+
+def test_one_bounce_block_per_thread_counted_in_the_ledger_and_given_back(blob, monkeypatch):
+    path, data = blob
+    FakeDirect(monkeypatch)
+    ledger = Ledger("test")
+    files = DirectFiles([path], True, ledger)
+    for offset, n in ((100, BLOCK), (5000, 300)):  # both need the bounce block; the second reuses it
+        dest = dest_for(offset, n)
+        files.read(dest, offset, path)
+        assert dest.tobytes() == data[offset:offset + n]
+    assert files.bounce_bytes == 2 * BLOCK and ledger.held == 2 * BLOCK  # aligned_host: a block more, to align
+
+    def other() -> None:
+        dest = dest_for(9000, 50)
+        files.read(dest, 9000, path)
+        assert dest.tobytes() == data[9000:9050]
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert files.bounce_bytes == 4 * BLOCK and ledger.held == 4 * BLOCK  # a second thread, a second block
+    files.close()
+    assert files.bounce_bytes == 0 and ledger.held == 0
+
+
+def test_describe_and_record_for_a_share_of_direct_bytes(blob, monkeypatch):
+    path, data = blob
+    FakeDirect(monkeypatch)
+    with DirectFiles([path], True) as files:
+        dest = dest_for(0, 3 * BLOCK)
+        files.read(dest, 0, path)  # O_DIRECT
+        shifted = aligned_host(BLOCK + 1, 1).numpy()[1:]  # address 2 mod 4096 for offset 0: buffered
+        files.read(shifted, 0, path)
+        assert shifted.tobytes() == data[:BLOCK] and dest.tobytes() == data[:3 * BLOCK]
+        assert (files.direct_bytes, files.buffered_bytes) == (3 * BLOCK, BLOCK)
+        assert files.describe() == "O_DIRECT 75% of bytes"
+        assert files.record() == {"direct_bytes": 3 * BLOCK, "direct_share": 0.75, "direct_note": ""}
+
+
+def test_refused_at_a_later_read_says_the_share_and_why(blob, monkeypatch):
+    path, data = blob
+    fake = FakeDirect(monkeypatch)
+    with DirectFiles([path], True) as files:
+        first = dest_for(0, BLOCK)
+        files.read(first, 0, path)
+        fake.refuse = True  # a FUSE or network mount may take the first reads and refuse a later one
+        second = dest_for(BLOCK, BLOCK)
+        files.read(second, BLOCK, path)
+        assert first.tobytes() + second.tobytes() == data[:2 * BLOCK]
+        why = "O_DIRECT refused at the first read of blob.bin (EINVAL): buffered reads"
+        assert files.refused == why and not files.active
+        assert files.describe() == f"O_DIRECT 50% of bytes ({why})"
+        assert files.record() == {"direct_bytes": BLOCK, "direct_share": 0.5, "direct_note": why}
+
+
+def test_read_superset_refused_falls_back_to_the_range_itself(blob, monkeypatch):
+    path, data = blob
+    fake = FakeDirect(monkeypatch)
+    fake.refuse = True
+    with DirectFiles([path], True) as files:
+        staging = aligned_host(300 + 2 * BLOCK).numpy()
+        at = files.read_superset(staging, 5000, 300, path)
+        assert at == 0 and staging[:300].tobytes() == data[5000:5300]
+        assert files.describe() == "buffered reads; O_DIRECT refused at the first read of blob.bin (EINVAL): buffered reads"
+
+
+def test_nothing_read_yet_and_not_asked_for_say_plain_buffered_reads(blob, monkeypatch):
+    path, data = blob
+    FakeDirect(monkeypatch)
+    with DirectFiles([path], True) as files:  # O_DIRECT open, nothing read: no share to divide
+        assert files.active and files.refused is None
+        assert files.describe() == "buffered reads"
+        assert files.record() == {"direct_bytes": 0, "direct_share": 0.0, "direct_note": ""}
+    with DirectFiles([path], False) as files:
+        assert files.record() == {"direct_bytes": 0, "direct_share": 0.0, "direct_note": "not asked for"}
+        dest = dest_for(0, BLOCK)
+        files.read(dest, 0, path)
+        assert dest.tobytes() == data[:BLOCK]
+        assert files.describe() == "buffered reads"  # "not asked for" is no refusal to report
+        assert files.record() == {"direct_bytes": 0, "direct_share": 0.0, "direct_note": "not asked for"}
+
+
+def test_refused_at_open_is_said_after_buffered_reads(blob, monkeypatch):
+    path, data = blob
+    real = os.open
+
+    def open_(p, flags, *rest):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")  # tmpfs on older kernels
+        return real(p, flags, *rest)
+
+    monkeypatch.setattr(os, "open", open_)
+    with DirectFiles([path], True) as files:
+        dest = dest_for(0, 10)
+        files.read(dest, 0, path)
+        assert dest.tobytes() == data[:10]
+        assert files.describe() == "buffered reads; O_DIRECT refused when opening blob.bin (EINVAL): buffered reads"
+        assert files.record()["direct_share"] == 0.0
+
+
+def test_a_short_read_is_continued_and_the_end_of_the_file_stops_the_loop(blob, monkeypatch):
+    path, data = blob
+    fake = FakeDirect(monkeypatch)
+    fake.cap = [BLOCK]  # the first call returns one block of the three asked for
+    with DirectFiles([path], True) as files:
+        dest = dest_for(BLOCK, 3 * BLOCK)
+        files.read(dest, BLOCK, path)
+        assert dest.tobytes() == data[BLOCK:4 * BLOCK]
+        assert fake.calls == [(BLOCK, 3 * BLOCK), (2 * BLOCK, 2 * BLOCK)]
+        fake.calls.clear()
+        end = len(data)  # the file's last 100 bytes: the bounce block reads past the end, then gets 0
+        tail = dest_for(end - 100, 100)
+        files.read(tail, end - 100, path)
+        assert tail.tobytes() == data[-100:]
+        assert fake.calls == [(6 * BLOCK, BLOCK), (6 * BLOCK + 100, BLOCK - 100)]
+        assert files.refused is None
+
+
+def test_a_file_shorter_than_the_read_is_truncated(blob, monkeypatch):
+    path, _ = blob
+    FakeDirect(monkeypatch)
+    with DirectFiles([path], True) as files:
+        dest = dest_for(5 * BLOCK, 2 * BLOCK)
+        with pytest.raises(LoadError, match=r"blob\.bin: truncated: needed 8192 bytes at byte 20480"):
+            files.read(dest, 5 * BLOCK, path)
+
+
+# --- LoadJob -----------------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+
+
+def job(reads, **kw) -> LoadJob:
+    return LoadJob(reads, CPU, 1, 1 << 20, kw.pop("log", None) or EventLog(), threading.Event(), **kw)
+
+
+READS = [TensorRead("w", Path("a.safetensors"), "F32", (2, 3), ((0, 24),)),
+         TensorRead("b", Path("a.safetensors"), "BF16", (4,), ((24, 8),))]
+
+
+def test_tensor_read_whole_takes_every_field_of_the_entry():
+    entry = TensorEntry("model.w", Path("x.safetensors"), 136, 24, "F32", (2, 3))
+    read = TensorRead.whole(entry)
+    assert tuple(read) == ("model.w", Path("x.safetensors"), "F32", (2, 3), ((136, 24),))
+    assert read.nbytes == 24 and read.dtype == torch.float32
+
+
+def test_provided_destinations_are_kept_as_given():
+    mine = torch.empty(2, 3, dtype=torch.float32)
+    j = job(READS, provided=[mine, None])
+    assert j.destinations[0] is mine and j.destinations[1] is None
+
+
+def test_provided_destinations_count_must_match():
+    with pytest.raises(ValueError, match="^1 destinations for 2 reads$"):
+        job(READS, provided=[None])
+
+
+@pytest.mark.parametrize("tensor, says", [
+    (torch.empty(2, 3, dtype=torch.float32, device="meta"), "torch.float32 [2, 3] on meta"),
+    (torch.empty(2, 3, dtype=torch.float16), "torch.float16 [2, 3] on cpu"),
+    (torch.empty(3, 2, dtype=torch.float32), "torch.float32 [3, 2] on cpu"),
+    (torch.empty(3, 2, dtype=torch.float32).t(), "torch.float32 [2, 3] on cpu, not contiguous"),
+], ids=["device", "dtype", "shape", "contiguity"])
+def test_a_provided_destination_differing_in_one_way_is_refused_by_name(tensor, says):
+    with pytest.raises(ValueError) as caught:
+        job(READS, provided=[tensor, None])
+    assert str(caught.value) == (f"destination for 'w' is {says}; the read needs torch.float32 [2, 3] on cpu, "
+                                 "contiguous")
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    """Three float32 tensors back to back: 12 + 12 + 4 = 28 bytes, one coalesced group."""
+    path = tmp_path / "small.safetensors"
+    save_file({"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([4.0, 5.0, 6.0]), "c": torch.tensor([7.0])},
+              str(path))
+    return path
+
+
+def test_a_coalesced_group_is_one_allocation_of_whole_words_logged_with_its_file(small):
+    log = EventLog()
+    ckpt = gdslab.Checkpoint.open(small)
+    j = job(TensorRead.all_of(ckpt.tensors), coalesce_below=1024, log=log)
+    assert len(j.groups) == 1 and j.groups[0].nbytes == 28
+    first = j.destination(0)
+    assert first.untyped_storage().nbytes() == 32  # 28 bytes in whole 8-byte words
+    assert all(t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr() for t in j.destinations)
+    (alloc,) = [e for e in log.events if e.stage == "alloc"]
+    assert alloc.nbytes == 32 and alloc.file == str(small)
+
+
+def test_a_coalesced_group_that_cannot_be_allocated_says_what_and_where(small, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no memory left\nsecond line")
+
+    monkeypatch.setattr(base, "empty_host", refuse)
+    ckpt = gdslab.Checkpoint.open(small)
+    j = job(TensorRead.all_of(ckpt.tensors), coalesce_below=1024)
+    with pytest.raises(LoadError, match=r"small\.safetensors: cannot allocate 3 coalesced tensors \(32 bytes\) "
+                                        r"on cpu: no memory left$"):
+        j.destination(1)
+
+
+def test_gpu_seconds_are_the_origin_event_s_milliseconds_over_1000():
+    mark = object()
+
+    class Origin:
+        def elapsed_time(self, event):
+            assert event is mark
+            return 2500.0  # milliseconds, as torch.cuda.Event.elapsed_time gives them
+
+    j = job([])
+    j.cuda_origin = Origin()
+    assert j.gpu_seconds(mark) == 2.5
+
+
+def test_info_is_name_availability_reason_and_description():
+    class Toy(Datapath):
+        name, description = "toy", "a toy path"
+
+        def availability(self, device):
+            return False, f"not on {device}"
+
+    assert Toy().info(CPU) == DatapathInfo("toy", False, "not on cpu", "a toy path")
+
+
+# --- pinned-bounce ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nbytes, held", [(0, 0), (1, 1), (2, 2), (3, 4), (4096, 4096), (4097, 8192),
+                                          ((1 << 20) + 1, 2 << 20)])
+def test_pinned_block_bytes_round_up_to_a_power_of_two(nbytes, held):
+    # PyTorch's CachingHostAllocator rounds a pinned request up to the next power of two
+    # (c10::llvm::PowerOf2Ceil); nothing is allocated for nothing.
+    assert pinned_block_bytes(nbytes) == held
+
+
+def test_a_fresh_pool_reuses_its_memory_and_gives_a_busy_device_its_own():
+    pool = _Pool()
+    memory, reused, pooled = pool.take(CPU, 5000)
+    assert memory.numel() == 5000 and (reused, pooled) == (False, True)
+    other, reused, pooled = pool.take(CPU, 100)  # busy: memory of its own, not pooled
+    assert other.data_ptr() != memory.data_ptr() and (reused, pooled) == (False, False)
+    pool.give_back(CPU)
+    again, reused, pooled = pool.take(CPU, 4000)
+    assert again.data_ptr() == memory.data_ptr() and (reused, pooled) == (True, True)
+    assert pool.release(CPU) == 0  # still busy: nothing freed
+    pool.give_back(CPU)
+    assert pool.release(CPU) == 5000
+
+
+# --- pageable-bounce: the read tasks that cover a file (cache helper's section, issue #29) ---
+# mutmut's run 1 timed out on three mutants of PageableBounce.run's task list (a range with its
+# start, stop or step dropped: no tasks, one byte apart, or `piece` of them); at a small io_size
+# they fail at once instead. Oracle: the file's size on disk and the io size, by hand.
+
+
+def test_pageable_bounce_reads_each_io_size_piece_of_the_file_once(tmp_path):
+    from safetensors.torch import load_file
+
+    g = torch.Generator().manual_seed(29)
+    tensors = {"a": torch.randn(1000, 3, generator=g),  # 12000 bytes
+               "b": torch.randint(0, 255, (7001,), dtype=torch.uint8, generator=g),
+               "c": torch.randn(2500, generator=g).double()}  # 20000 bytes
+    path = tmp_path / "three.safetensors"
+    save_file(tensors, str(path))
+    size = path.stat().st_size  # header under 4 KiB: the bytes to read start at block 0 and end at EOF
+    assert size > 8 * 4096 and size % 4096
+    result = gdslab.load(path, datapath="pageable-bounce", device="cpu", threads=1, io_size=4096)
+    reads = [(e.nbytes, e.file) for e in result.events if e.stage == "read"]
+    assert sorted(n for n, _ in reads) == sorted([4096] * (size // 4096) + [size % 4096])
+    assert {f for _, f in reads} == {str(path)}
+    want = load_file(str(path))
+    assert set(result.tensors) == set(want)
+    for name, tensor in want.items():
+        assert torch.equal(result.tensors[name], tensor), name
