@@ -46,7 +46,8 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
 
 # Mutation testing of the core with mutmut 3 ([tool.mutmut] in pyproject.toml: the modules
-# mutated and their unit tests; each mutant runs only the tests that reach its function).
+# mutated; [tool.gdslab.mutation_tests]: each module's own unit tests, of which a mutant runs
+# those that reach its function, fastest first).
 # MUTANTS narrows the run (e.g. MUTANTS='gdslab.plan.*'); results accumulate in mutants/
 # and the per-module table is printed at the end (docs/results/mutation.md keeps it).
 # Before a measuring run, `rm -rf mutants`: mutmut keeps old results when only tests change.
