@@ -27,6 +27,16 @@ def require_eviction(folder: Path) -> None:
     pytest.skip(f"page-cache eviction does not work here: {why}")
 
 
+
+def write_synced(path: Path, nbytes: int) -> Path:
+    """A file of `nbytes` random bytes, synced: its pages clean, so eviction can drop them."""
+    with open(path, "wb") as f:
+        f.write(os.urandom(nbytes))
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
 _MUTANT_NAME = re.compile(r"^(?P<module>gdslab(?:\.\w+)*?)\.x[_\u01c1]")
 
 

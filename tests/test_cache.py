@@ -12,20 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_eviction
+from conftest import require_eviction, write_synced
 
 from gdslab.cache import (CacheError, can_evict, evict, evict_all, page_size, resident_bytes,
                           resident_fraction, resident_fraction_all, warm)
 
 MiB = 1 << 20
-
-
-def _write(path: Path, nbytes: int) -> Path:
-    with open(path, "wb") as f:
-        f.write(os.urandom(nbytes))
-        f.flush()
-        os.fsync(f.fileno())
-    return path
 
 
 @pytest.fixture
@@ -68,7 +60,7 @@ def agrees_with_fincore(path: Path) -> None:
 
 
 def test_read_makes_resident_and_evict_drops_it(evictable, counting):
-    path = _write(evictable / "weights.bin", 8 * MiB + 123)  # not a multiple of the page size
+    path = write_synced(evictable / "weights.bin", 8 * MiB + 123)  # not a multiple of the page size
     assert warm([path]) == path.stat().st_size
     assert resident_fraction(path) == pytest.approx(1.0, abs=0.01)
     resident, size = resident_bytes(path)
@@ -89,7 +81,7 @@ def test_fincore_is_there_to_check_us():
 
 
 def test_partial_read_is_measured_to_the_page(evictable, counting):
-    path = _write(evictable / "part.bin", 8 * MiB)
+    path = write_synced(evictable / "part.bin", 8 * MiB)
     evict(path)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -103,9 +95,9 @@ def test_partial_read_is_measured_to_the_page(evictable, counting):
 
 
 def test_fraction_of_many_files_is_weighted_by_bytes(evictable, counting):
-    big = _write(evictable / "big.bin", 8 * MiB)
-    small = _write(evictable / "small.bin", 4 * MiB)
-    empty = _write(evictable / "empty.bin", 0)
+    big = write_synced(evictable / "big.bin", 8 * MiB)
+    small = write_synced(evictable / "small.bin", 4 * MiB)
+    empty = write_synced(evictable / "empty.bin", 0)
     warm([big])
     evict(small)
     assert resident_fraction_all([big, small, empty]) == pytest.approx(8 / 12, abs=0.02)
@@ -116,7 +108,7 @@ def test_fraction_of_many_files_is_weighted_by_bytes(evictable, counting):
 
 
 def test_zero_size_file(tmp_path, counting):
-    path = _write(tmp_path / "empty.bin", 0)
+    path = write_synced(tmp_path / "empty.bin", 0)
     assert resident_bytes(path) == (0, 0)
     assert resident_fraction(path) == 0.0
     assert resident_fraction_all([path]) == 0.0
@@ -156,11 +148,11 @@ def test_can_evict_in_a_read_only_folder_tries_a_file_of_its_own(tmp_path, monke
     ok_here, _ = can_evict(tmp_path / "writable")
     folder = tmp_path / "model"
     folder.mkdir()
-    _write(folder / "config.json", 100)  # too small to say anything
-    _write(folder / "shard.bin", 1 * MiB)
+    write_synced(folder / "config.json", 100)  # too small to say anything
+    write_synced(folder / "shard.bin", 1 * MiB)
     empty = tmp_path / "empty-model"
     empty.mkdir()
-    _write(empty / "config.json", 100)
+    write_synced(empty / "config.json", 100)
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")

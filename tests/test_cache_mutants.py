@@ -22,21 +22,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import require_eviction
+from conftest import require_eviction, write_synced
 from test_cache import counting  # noqa: F401  (fixture: KvikIO's utilities, then the fallback)
 
 from gdslab import cache
 from gdslab.cache import CacheError, backend, can_evict, evict, eviction_must_work, resident_bytes, warm
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _write(path: Path, nbytes: int) -> Path:
-    with open(path, "wb") as f:
-        f.write(os.urandom(nbytes))
-        f.flush()
-        os.fsync(f.fileno())
-    return path
 
 
 @pytest.fixture
@@ -83,7 +75,7 @@ class _MisalignedMincore:
 
 
 def test_fallback_mincore_failure_names_the_file_and_unmaps_it(tmp_path, fallback, monkeypatch):
-    path = _write(tmp_path / "weights.bin", 3 * PAGE + 1)
+    path = write_synced(tmp_path / "weights.bin", 3 * PAGE + 1)
     libc = cache._libc()  # the real one, loaded before it is wrapped
     monkeypatch.setattr(cache, "_libc", lambda: _MisalignedMincore(libc))
     with pytest.raises(CacheError) as e:
@@ -95,7 +87,7 @@ def test_fallback_mincore_failure_names_the_file_and_unmaps_it(tmp_path, fallbac
 
 
 def test_fallback_gives_back_its_mapping(tmp_path, fallback):
-    path = _write(tmp_path / "mapped.bin", 5 * PAGE + 3)
+    path = write_synced(tmp_path / "mapped.bin", 5 * PAGE + 3)
     warm([path])
     assert resident_bytes(path) == (5 * PAGE + 3, 5 * PAGE + 3)
     assert not _mapped_here(path)
@@ -138,7 +130,7 @@ def test_fallback_fsync_failure_gives_the_bare_reason(fallback):
 
 
 def test_fallback_fadvise_failure_gives_the_bare_reason(tmp_path, fallback, monkeypatch):
-    path = _write(tmp_path / "w.bin", PAGE)
+    path = write_synced(tmp_path / "w.bin", PAGE)
 
     def refuses(fd, offset, length, advice):
         raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
@@ -171,7 +163,7 @@ def test_warm_read_failure_names_the_file_and_the_bare_reason(tmp_path):
 
 def test_warm_counts_every_byte_of_every_file_without_warnings(tmp_path):
     sizes = [3 * PAGE + 5, 1, 2 * PAGE]
-    paths = [_write(tmp_path / f"f{k}.bin", n) for k, n in enumerate(sizes)]
+    paths = [write_synced(tmp_path / f"f{k}.bin", n) for k, n in enumerate(sizes)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. "line buffering isn't supported in binary mode"
         assert warm(paths) == 3 * PAGE + 5 + 1 + 2 * PAGE
@@ -182,7 +174,7 @@ def test_warm_counts_every_byte_of_every_file_without_warnings(tmp_path):
 def test_the_last_page_counts_nothing_when_only_the_first_is_resident(tmp_path, counting):
     require_eviction(tmp_path)
     size = 3 * PAGE + 1  # 4 pages, the last holding 1 byte
-    path = _write(tmp_path / "head.bin", size)
+    path = write_synced(tmp_path / "head.bin", size)
     evict(path)
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_plan import file_bytes
 
 from gdslab.checkpoint import Checkpoint, TensorEntry
 from gdslab.plan import (
@@ -28,18 +29,6 @@ NORM = "model.layers.0.input_layernorm.weight"
 Q = "model.layers.0.self_attn.q_proj.weight"
 O = "model.layers.0.self_attn.o_proj.weight"
 DOWN = "model.layers.0.mlp.down_proj.weight"
-
-
-def file_bytes(read) -> torch.Tensor:
-    """A read's bytes straight from the file: its runs, concatenated, as its dtype and shape."""
-    data = bytearray()
-    with open(read.file, "rb") as f:
-        for offset, nbytes in read.runs:
-            f.seek(offset)
-            data += f.read(nbytes)
-    flat = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
-    dtype = {"F32": torch.float32, "U8": torch.uint8}[read.dtype_name]
-    return flat.view(dtype).reshape(read.shape)
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
