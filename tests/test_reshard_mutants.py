@@ -1,0 +1,146 @@
+"""Reshard's edges the older tests left open (issue #29): FP8 row scales block by block, a zero-row
+weight, `rank_plan_of`'s plan of a pre-sharded rank, `rank_checkpoint`'s rank bound and message,
+and `PreshardedSet.summary()`'s exact text.
+
+Oracles: a tiny source (a few hundred bytes) written with safetensors' save_file; scales computed
+here from the safetensors-loaded tensor (amax of |row| / 448, E4M3's largest finite value, 1 for an
+all-zero row); each rank file's tensors compared with torch.chunk of the source tensors; sizes and
+manifest fields as literals (every size here is under 1 KiB, so it prints as "<n> B").
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gdslab.checkpoint import Checkpoint
+from gdslab.plan import Slice
+from gdslab.reshard import PreshardedSet, rank_plan_of, reshard
+
+rs = importlib.import_module("gdslab.reshard")  # the module (gdslab.reshard the attribute is the function)
+
+# --- _row_scales: per output row, read a bounded block of rows at a time -----------------------------
+
+
+def expected_scales(t: torch.Tensor) -> torch.Tensor:
+    amax = t.float().reshape(t.shape[0], -1).abs().amax(dim=1, keepdim=True)
+    return torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
+
+
+def weight_entry(tmp_path, tensor):
+    path = tmp_path / "w.safetensors"
+    # a tensor before the weight, so the weight's offset is not the data start
+    save_file({"a": torch.arange(6, dtype=torch.float32), "w": tensor}, str(path))
+    return Checkpoint.open(path)["w"], load_file(str(path))["w"]
+
+
+@pytest.mark.parametrize("block_rows", [1, 2, 3, 5, 100])
+def test_row_scales_every_block_size_with_bounded_reads(tmp_path, monkeypatch, block_rows):
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(5, 4, generator=g) * torch.arange(1, 6).reshape(5, 1)  # rows of distinct amax
+    w[2] = 0  # an all-zero row: scale 1
+    entry, ref = weight_entry(tmp_path, w)
+    row_bytes = 4 * 4
+    monkeypatch.setattr(rs, "_BLOCK", block_rows * row_bytes)
+    sizes = []
+    real_read = rs._read
+
+    def recording_read(read):
+        sizes.append(read.nbytes)
+        return real_read(read)
+
+    monkeypatch.setattr(rs, "_read", recording_read)
+    scales = rs._row_scales(entry)
+    assert scales.shape == (5, 1) and scales.dtype == torch.float32
+    assert torch.equal(scales, expected_scales(ref))
+    assert scales[2].item() == 1.0
+    assert max(sizes) <= block_rows * row_bytes  # a block is at most _BLOCK bytes
+    assert sum(sizes) == 5 * row_bytes  # every row read once, nothing past the tensor
+
+
+def test_row_scales_of_a_zero_row_weight_is_an_empty_column(tmp_path):
+    entry, _ = weight_entry(tmp_path, torch.zeros(0, 4, dtype=torch.bfloat16))
+    scales = rs._row_scales(entry)
+    assert scales.shape == (0, 1) and scales.dtype == torch.float32
+
+
+# --- a tiny pre-sharded set -----------------------------------------------------------------------
+
+
+def tiny_source(folder):
+    """A Llama-shaped source of 400 bytes: vocabulary 8, hidden 4, one layer (F32)."""
+    g = torch.Generator().manual_seed(3)
+    tensors = {
+        "model.embed_tokens.weight": torch.randn(8, 4, generator=g),
+        "model.layers.0.self_attn.q_proj.weight": torch.randn(4, 4, generator=g),
+        "model.layers.0.self_attn.o_proj.weight": torch.randn(4, 4, generator=g),
+        "model.norm.weight": torch.randn(4, generator=g),
+        "lm_head.weight": torch.randn(8, 4, generator=g),
+    }
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"))
+    return tensors
+
+
+def expected_part(name, full, rank, tp, vocab):
+    if name.endswith("o_proj.weight"):
+        return torch.chunk(full, tp, dim=1)[rank]
+    if name.endswith("norm.weight") or (vocab == "replicate" and "embed" in name or
+                                         vocab == "replicate" and "lm_head" in name):
+        return full
+    return torch.chunk(full, tp, dim=0)[rank]
+
+
+@pytest.fixture(params=["split", "replicate"])
+def tiny_set(request, tmp_path):
+    full = tiny_source(tmp_path / "src")
+    pset = reshard(tmp_path / "src", tmp_path / "set", 2, vocab=request.param, progress=False)
+    return pset, full, request.param, tmp_path
+
+
+def test_rank_plan_of_reads_each_rank_file_whole(tiny_set):
+    pset, full, vocab, tmp_path = tiny_set
+    for rank in (0, 1):
+        ckpt, plan = rank_plan_of(pset, rank)
+        path = tmp_path / "set" / f"model-rank-{rank}-part-0.safetensors"
+        on_disk = load_file(str(path))
+        assert set(on_disk) == set(full)
+        for name, t in on_disk.items():
+            assert torch.equal(t, expected_part(name, full[name], rank, 2, vocab)), (rank, name)
+        assert (plan.rank, plan.world, plan.strided, plan.vocab) == (rank, 2, "presharded", vocab)
+        assert [s.name for s in plan.slices] == [e.name for e in ckpt.tensors]
+        for s in plan.slices:
+            t = on_disk[s.name]
+            assert s == Slice(s.name, path, "presharded", tuple(t.shape), None, 0, 0, 0, t.numel() * 4)
+        assert [(r.name, r.file, r.runs) for r in plan.reads] == \
+            [(e.name, path, ((e.offset, e.nbytes),)) for e in ckpt.tensors]
+        assert plan.post == {}
+
+
+def test_rank_plan_of_a_manifest_without_vocab_defaults_to_split(tiny_set):
+    pset, _, _, _ = tiny_set
+    bare = PreshardedSet(pset.root, {k: v for k, v in pset.manifest.items() if k != "vocab"})
+    assert rank_plan_of(bare, 1)[1].vocab == "split"
+
+
+@pytest.mark.parametrize("rank", [-1, 2, 3])
+def test_rank_checkpoint_refuses_a_rank_outside_the_set(tiny_set, rank):
+    pset, _, _, _ = tiny_set
+    with pytest.raises(ValueError, match=re.escape(f"rank must be in 0..1 for this set of TP 2, got {rank}")):
+        pset.rank_checkpoint(rank)
+    assert len(pset.rank_checkpoint(1).tensors) == 5  # the last rank is in range
+
+
+def test_summary_exact_text(tiny_set):
+    pset, _, vocab, tmp_path = tiny_set
+    # rank bytes: split: embed 64 + q 32 + o 32 + norm 16 + lm_head 64 = 208; replicate: 128 + 32 + 32 + 16 + 128 = 336
+    per_rank = 208 if vocab == "split" else 336
+    tail = (f", {2 * per_rank} B in 2 file(s); source 400 B at {tmp_path / 'src'}\n"
+            f"  rank 0: {per_rank} B in 1 file(s)\n  rank 1: {per_rank} B in 1 file(s)")
+    assert pset.summary() == f"{pset.root}: pre-sharded for TP 2" + tail
+    fp8_set = PreshardedSet(pset.root, {**pset.manifest, "dtype": "fp8_e4m3"})
+    assert fp8_set.summary() == f"{pset.root}: pre-sharded for TP 2 (FP8 E4M3, per-channel scales)" + tail
