@@ -207,10 +207,6 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 
 
 def _count_keys(header) -> int:
