@@ -207,8 +207,6 @@ def _is_text(value: str) -> bool:
     return True
 
 
-
-
 def _count_keys(header) -> int:
     """Keys of the top level and of the objects right under it (entries, metadata): all a valid header has.
 

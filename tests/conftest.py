@@ -27,7 +27,6 @@ def require_eviction(folder: Path) -> None:
     pytest.skip(f"page-cache eviction does not work here: {why}")
 
 
-
 def write_synced(path: Path, nbytes: int) -> Path:
     """A file of `nbytes` random bytes, synced: its pages clean, so eviction can drop them."""
     with open(path, "wb") as f:
@@ -40,7 +39,7 @@ def write_synced(path: Path, nbytes: int) -> Path:
 _MUTANT_NAME = re.compile(r"^(?P<module>gdslab(?:\.\w+)*?)\.x[_\u01c1]")
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001  (pytest's hook signature)
+def pytest_collection_modifyitems(config, items):
     """Under mutmut, run a mutant against its own module's unit tests only, fastest first.
 
     mutmut picks every test that calls the mutated function: a checkpoint mutant would run
@@ -59,9 +58,9 @@ def pytest_collection_modifyitems(config, items):  # noqa: ARG001  (pytest's hoo
     prefixes = [key for key in own if module == key or module.startswith(key + ".")]
     if prefixes:
         files = set(own[max(prefixes, key=len)])
-        keep = [item for item in items if item.nodeid.split("::")[0] in files]
-        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
-        items[:] = keep
+        own_file = [item.nodeid.split("::")[0] in files for item in items]
+        config.hook.pytest_deselected(items=[item for item, own in zip(items, own_file) if not own])
+        items[:] = [item for item, own in zip(items, own_file) if own]
     try:
         durations = json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
     except (OSError, KeyError, ValueError):
