@@ -3,9 +3,10 @@
 Reads mutmut's own records (mutants/<module>.py.meta, one exit code per mutant) and prints,
 per mutated module: mutants, killed, survived, timed out, no tests, not yet checked, and the
 kill ratio (killed / mutants checked). Then the names of the mutants not killed, so that
-each can be looked at with `mutmut show NAME`.
+each can be looked at with `mutmut show NAME`, or with --diffs each one's diff, the brief for
+whoever writes the test that kills it or explains why it is equivalent.
 
-    .venv/bin/python benchmarks/mutation_table.py [--names]
+    .venv/bin/python benchmarks/mutation_table.py [--names] [--diffs]
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def table(root: Path = Path("mutants")) -> tuple[list[str], dict[str, list[str]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", action="store_true", help="also list each mutant not killed")
+    parser.add_argument("--diffs", action="store_true", help="also print the diff of each mutant not killed")
     args = parser.parse_args()
     rows, not_killed = table()
     if len(rows) == 2:
@@ -68,6 +70,18 @@ def main() -> None:
             if names:
                 print(f"\n{module}:")
                 print("\n".join(f"  {n}" for n in names))
+    if args.diffs:
+        _print_diffs(not_killed)
+
+
+def _print_diffs(not_killed: dict[str, list[str]]) -> None:
+    # mutmut's own reader of its mutated copy (it looks under ./mutants, so run from the repo root).
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    for module, names in not_killed.items():
+        for entry in names:
+            name = entry.split(":", 1)[0]
+            print(f"\n## {entry}\n```diff\n{get_diff_for_mutant(name, path=Path(module))}\n```")
 
 
 if __name__ == "__main__":
