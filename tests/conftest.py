@@ -36,6 +36,12 @@ def write_synced(path: Path, nbytes: int) -> Path:
     return path
 
 
+# A test that took longer than this in mutmut's stats run is left out of mutants' runs: every
+# surviving mutant pays for every test it reaches, and one 33 s test (reshard's bounded-memory run
+# of a large checkpoint) made the whole core's run last hours. What only such a test would catch
+# shows as a survivor, to be caught by a cheaper test. `make test` runs them all.
+MUTATION_TEST_BUDGET_S = 3.0
+
 _MUTANT_NAME = re.compile(r"^(?P<module>gdslab(?:\.\w+)*?)\.x[_\u01c1]")
 
 
@@ -45,7 +51,8 @@ def pytest_collection_modifyitems(config, items):
     mutmut picks every test that calls the mutated function: a checkpoint mutant would run
     every loader test. The issue asks for the module's own fast tests ([tool.gdslab.mutation_tests]
     in pyproject.toml names them); a mutant none of them reaches is reported as having no tests,
-    not silently counted killed. Fastest first, because `-x` stops at the first failure.
+    not silently counted killed. Fastest first, because `-x` stops at the first failure; none
+    slower than MUTATION_TEST_BUDGET_S.
     """
     match = _MUTANT_NAME.match(os.environ.get("MUTANT_UNDER_TEST", ""))
     if match is None:
@@ -65,4 +72,8 @@ def pytest_collection_modifyitems(config, items):
         durations = json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
     except (OSError, KeyError, ValueError):
         return
+    heavy = [item for item in items if durations.get(item.nodeid, 0.0) > MUTATION_TEST_BUDGET_S]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if durations.get(item.nodeid, 0.0) <= MUTATION_TEST_BUDGET_S]
     items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))

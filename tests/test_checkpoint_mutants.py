@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from gdslab import Checkpoint
 from gdslab.checkpoint import INDEX_NAME
+from gdslab.errors import CheckpointError
 
 
 def write_file(path, tensors: list[tuple[str, str, list[int], bytes]]) -> int:
@@ -107,3 +108,24 @@ def test_summary_exact_text_with_index(tmp_path):
         f"  m-1.safetensors: 2 tensors, 12 B, data at byte {start1}\n"
         f"  m-2.safetensors: 1 tensors, 4 B, data at byte {start2}"
     )
+
+
+# --- Checkpoint.of_files: one rank's files read as one table --------------------------------------------
+
+
+def test_of_files_keeps_the_root_and_every_file_in_order(tmp_path):
+    write_file(tmp_path / "a.safetensors", [("w", "F32", [2], F32_W)])
+    write_file(tmp_path / "b.safetensors", [("b", "F32", [1], F32_B)])
+    ckpt = Checkpoint.of_files(tmp_path, [tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    assert ckpt.root == tmp_path
+    assert [t.name for t in ckpt.tensors] == ["w", "b"]
+    assert [t.file.name for t in ckpt.tensors] == ["a.safetensors", "b.safetensors"]
+
+
+def test_of_files_refuses_a_tensor_in_two_files_naming_both(tmp_path):
+    write_file(tmp_path / "a.safetensors", [("w", "F32", [2], F32_W)])
+    write_file(tmp_path / "b.safetensors", [("b", "F32", [1], F32_B), ("w", "F32", [2], F32_W)])
+    with pytest.raises(CheckpointError) as caught:
+        Checkpoint.of_files(tmp_path, [tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    assert caught.value.path == tmp_path / "b.safetensors"
+    assert caught.value.reason == "tensor 'w' is also in a.safetensors"

@@ -4,6 +4,8 @@ The reason a ledger cannot count its memory must reach, word for word, every ope
 and the parent ledger; a record with several reasons lists each of them.
 """
 
+import pytest
+
 from gdslab.hostmem import Ledger
 
 
@@ -24,3 +26,14 @@ def test_a_record_lists_each_reason_separated_by_a_semicolon():
     ledger.cannot_count("peer A")
     ledger.cannot_count("peer B")
     assert ledger.record()["host_overhead_note"] == "peer A; peer B"
+
+
+def test_taking_zero_bytes_is_allowed_and_a_negative_count_is_refused():
+    ledger = Ledger("load")
+    ledger.take(0)  # an empty tensor's staging: nothing held, no error
+    assert (ledger.held, ledger.peak) == (0, 0)
+    ledger.take(1)
+    assert (ledger.held, ledger.peak) == (1, 1)
+    with pytest.raises(ValueError, match=r"cannot take a negative number of bytes \(-1\)"):
+        ledger.take(-1)
+    assert ledger.held == 1

@@ -11,6 +11,8 @@ manifest fields as literals (every size here is under 1 KiB, so it prints as "<n
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
 
 import pytest
@@ -19,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from gdslab.checkpoint import Checkpoint
 from gdslab.plan import Slice
-from gdslab.reshard import PreshardedSet, rank_plan_of, reshard
+from gdslab.reshard import PreshardedSet, ReshardError, is_preshard, open_set, rank_plan_of, reshard
 
 rs = importlib.import_module("gdslab.reshard")  # the module (gdslab.reshard the attribute is the function)
 
@@ -144,3 +146,66 @@ def test_summary_exact_text(tiny_set):
     assert pset.summary() == f"{pset.root}: pre-sharded for TP 2" + tail
     fp8_set = PreshardedSet(pset.root, {**pset.manifest, "dtype": "fp8_e4m3"})
     assert fp8_set.summary() == f"{pset.root}: pre-sharded for TP 2 (FP8 E4M3, per-channel scales)" + tail
+
+
+# --- open_set: a manifest that cannot be this set's is refused, naming it and why ------------------------
+
+
+def rewrite_manifest(root, change):
+    path = root / "gdslab-preshard.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(change(manifest) if callable(change) else change)
+    return path
+
+
+@pytest.mark.parametrize("text", ["{not json", ""])
+def test_open_set_refuses_an_unreadable_manifest(tiny_set, text):
+    pset, _, _, _ = tiny_set
+    path = rewrite_manifest(pset.root, text)
+    with pytest.raises(ReshardError) as caught:
+        open_set(pset.root)
+    assert caught.value.path == path
+    assert caught.value.reason.startswith("unreadable manifest: ")
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: json.dumps({**m, "format": "other"}),             # right version, wrong format
+    lambda m: json.dumps({**m, "version": 2}),                  # right format, wrong version
+    lambda m: json.dumps([m]),                                  # not an object at all
+])
+def test_open_set_refuses_a_manifest_of_another_format_or_version(tiny_set, change):
+    pset, _, _, _ = tiny_set
+    path = rewrite_manifest(pset.root, change)
+    with pytest.raises(ReshardError) as caught:
+        open_set(pset.root)
+    assert (caught.value.path, caught.value.reason) == (path, "not a gdslab-preshard v1 manifest")
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: json.dumps({**m, "tp": 3}),                                  # two ranks listed for TP 3
+    lambda m: json.dumps({**m, "ranks": m["ranks"][::-1]}),                # both ranks, out of order
+    lambda m: json.dumps({**m, "ranks": {"0": m["ranks"][0]}}),            # not a list
+])
+def test_open_set_refuses_ranks_that_do_not_match_the_tp_degree(tiny_set, change):
+    pset, _, _, _ = tiny_set
+    path = rewrite_manifest(pset.root, change)
+    with pytest.raises(ReshardError) as caught:
+        open_set(pset.root)
+    assert (caught.value.path, caught.value.reason) == (path, "the manifest's ranks do not match its TP degree")
+
+
+def test_is_preshard_only_for_a_folder_with_a_manifest_or_rank_files(tiny_set, tmp_path):
+    pset, _, _, _ = tiny_set
+    assert is_preshard(pset.root)
+    rank_file = pset.root / "model-rank-0-part-0.safetensors"
+    assert not is_preshard(rank_file)              # a rank file itself is not a set
+    assert not is_preshard(tmp_path / "missing")   # nor is a path that does not exist
+    (tmp_path / "empty").mkdir()
+    assert not is_preshard(tmp_path / "empty")
+
+
+def test_the_manifest_records_each_source_file_with_its_size_on_disk(tiny_set):
+    pset, _, _, tmp_path = tiny_set
+    source = tmp_path / "src" / "model.safetensors"
+    recorded = json.loads((pset.root / "gdslab-preshard.json").read_text())["source"]
+    assert recorded["files"] == [{"name": "model.safetensors", "size": os.path.getsize(source)}]
