@@ -10,6 +10,7 @@ manifest fields as literals (every size here is under 1 KiB, so it prints as "<n
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -209,3 +210,94 @@ def test_the_manifest_records_each_source_file_with_its_size_on_disk(tiny_set):
     source = tmp_path / "src" / "model.safetensors"
     recorded = json.loads((pset.root / "gdslab-preshard.json").read_text())["source"]
     assert recorded["files"] == [{"name": "model.safetensors", "size": os.path.getsize(source)}]
+
+
+# --- where a set may be written -------------------------------------------------------------------------
+
+
+def test_reshard_makes_missing_parent_folders_and_refuses_a_file_as_destination(tmp_path):
+    tiny_source(tmp_path / "src")
+    deep = tmp_path / "a" / "b" / "set"
+    assert reshard(tmp_path / "src", deep, 2, progress=False).root == deep
+    assert (deep / "gdslab-preshard.json").is_file()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ReshardError) as caught:
+        reshard(tmp_path / "src", tmp_path / "file", 2, progress=False)
+    assert (caught.value.path, caught.value.reason) == (tmp_path / "file", "exists and is not a folder")
+    assert (tmp_path / "file").read_text() == "not a folder"  # nothing lost
+
+
+# --- header_hash: sha256 of the 8-byte length word and the header it announces ----------------------------
+
+
+def test_header_hash_covers_the_length_word_and_the_header_only(tiny_set):
+    pset, _, _, _ = tiny_set
+    path = pset.root / "model-rank-0-part-0.safetensors"
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    assert len(data) > 8 + n  # tensor data follows: it must not be hashed
+    assert rs.header_hash(path) == hashlib.sha256(data[:8 + n]).hexdigest()
+
+
+def test_header_hash_of_a_file_shorter_than_its_length_word(tmp_path):
+    path = tmp_path / "short"
+    path.write_bytes(b"abc")
+    assert rs.header_hash(path) == hashlib.sha256(b"abc").hexdigest()
+
+
+@pytest.mark.parametrize("announced", [100_000_001, 2**64 - 1])  # one over the limit; the largest unsigned word
+def test_header_hash_reads_at_most_100_mb_of_header(tmp_path, announced):
+    # safetensors refuses headers over 100,000,000 bytes; a length word announcing more is read that far only
+    path = tmp_path / "huge-header"
+    limit = 100_000_000
+    with open(path, "wb") as f:
+        f.write(announced.to_bytes(8, "little") + b"{")
+        f.truncate(8 + limit + 2)  # sparse: zeros on read, no disk used
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(8 + limit))
+    assert rs.header_hash(path) == digest.hexdigest()
+
+
+# --- open_set: each refusal's exact reason, rank files it does not list, and checking only some ranks ----
+
+
+def test_a_rank_file_cut_short_or_from_another_set_is_named_with_the_exact_reason(tmp_path):
+    tiny_source(tmp_path / "src")
+    pset = reshard(tmp_path / "src", tmp_path / "set", 2, progress=False)
+    victim = pset.root / "model-rank-1-part-0.safetensors"
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-4])
+    with pytest.raises(ReshardError) as caught:
+        open_set(pset.root)
+    assert (caught.value.path, caught.value.reason) == (
+        victim, f"{len(data) - 4} bytes, the manifest says {len(data)}: changed or cut short since the reshard")
+    other = reshard(tmp_path / "src", tmp_path / "other", 2, vocab="replicate", progress=False)
+    foreign = (other.root / "model-rank-1-part-0.safetensors").read_bytes()
+    victim.write_bytes(foreign[:len(data)].ljust(len(data), b"\0"))  # the right size, another set's header
+    with pytest.raises(ReshardError) as caught:
+        open_set(pset.root)
+    assert (caught.value.path, caught.value.reason) == (
+        victim, "its header differs from the one the manifest recorded: not this set's file")
+
+
+def test_rank_files_the_manifest_does_not_list_are_refused_naming_the_first(tiny_set):
+    pset, _, _, _ = tiny_set
+    source = (pset.root / "model-rank-0-part-0.safetensors").read_bytes()
+    for stray in ("model-rank-7-part-0.safetensors", "model-rank-3-part-0.safetensors"):
+        (pset.root / stray).write_bytes(source)
+    with pytest.raises(ReshardError) as caught:
+        open_set(pset.root)
+    assert (caught.value.path, caught.value.reason) == (
+        pset.root / "model-rank-3-part-0.safetensors", "a rank file the manifest does not list (from another reshard?)")
+    assert open_set(pset.root, ranks=[0]).manifest["tp"] == 2  # a rank's own check ignores other files
+
+
+def test_open_set_with_ranks_checks_only_those_ranks_files(tiny_set):
+    pset, _, _, _ = tiny_set
+    victim = pset.root / "model-rank-1-part-0.safetensors"
+    victim.write_bytes(victim.read_bytes()[:-4])
+    assert open_set(pset.root, ranks=[0]).root == pset.root        # rank 1's file is never touched
+    for ranks in ([1], [0, 1], None):
+        with pytest.raises(ReshardError, match="cut short"):
+            open_set(pset.root, ranks=ranks)
