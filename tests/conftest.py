@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import tomllib
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def write_synced(path: Path, nbytes: int) -> Path:
 # of a large checkpoint) made the whole core's run last hours. What only such a test would catch
 # shows as a survivor, to be caught by a cheaper test. `make test` runs them all.
 MUTATION_TEST_BUDGET_S = 3.0
+# A mutant's tests may take this many times their time in the stats run, plus the slack, of wall time.
+MUTATION_WALL_FACTOR = 10
+MUTATION_WALL_SLACK_S = 60.0
 
 _MUTANT_NAME = re.compile(r"^(?P<module>gdslab(?:\.\w+)*?)\.x[_\u01c1]")
 
@@ -77,3 +81,18 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=heavy)
         items[:] = [item for item in items if durations.get(item.nodeid, 0.0) <= MUTATION_TEST_BUDGET_S]
     items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
+    expected = sum(durations.get(item.nodeid, MUTATION_TEST_BUDGET_S) for item in items)
+    _end_after(MUTATION_WALL_FACTOR * expected + MUTATION_WALL_SLACK_S)
+
+
+def _end_after(seconds: float) -> None:
+    """End this mutant's test process after `seconds` of wall time, as mutmut's own timeout does.
+
+    mutmut limits a mutant's CPU time only (RLIMIT_CPU): a mutant that deadlocks (a lock never
+    released, a pool waiting on itself) sleeps on a futex using no CPU and is never stopped;
+    run E of docs/results/mutation.md stalled on two such. Exit status 24 (SIGXCPU's number)
+    is what mutmut reads as "timed out", so such a mutant is counted as a timeout, not killed.
+    """
+    timer = threading.Timer(seconds, os._exit, args=(24,))
+    timer.daemon = True
+    timer.start()
