@@ -230,7 +230,10 @@ def _prepare_destination(dst: Path, force: bool) -> None:
     present = sorted(p.name for p in dst.iterdir())
     if not present:
         return
-    ours = [n for n in present if n == MANIFEST or RANK_FILE.match(n) or n.endswith(".safetensors.partial")]
+    # the set's own: its manifest (and the manifest's temporary file, left by a reshard killed while
+    # publishing it), rank files, and partial files of an interrupted run
+    ours = [n for n in present if n in (MANIFEST, MANIFEST + ".partial") or RANK_FILE.match(n)
+            or n.endswith(".safetensors.partial")]
     if not force:
         raise ReshardError(dst, f"not empty ({len(present)} entries, e.g. {present[0]}): pass force=True "
                                 "(--force) to replace a pre-sharded set there")

@@ -525,3 +525,10 @@ def test_cleanup_tolerates_a_written_file_already_gone(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="^gone$"):
         reshard(tmp_path / "src", tmp_path / "set", 1, max_file_size=1, progress=False)
     assert listing(tmp_path / "set") == []
+
+
+def test_force_replaces_a_set_killed_while_publishing_its_manifest(tmp_path):
+    dst = old_set(tmp_path)
+    (dst / MANIFEST).rename(dst / (MANIFEST + ".partial"))  # SIGKILL between writing it and renaming it
+    assert reshard(tmp_path / "src", dst, 2, force=True, progress=False).tp == 2
+    assert listing(dst) == [MANIFEST, "model-rank-0-part-0.safetensors", "model-rank-1-part-0.safetensors"]
