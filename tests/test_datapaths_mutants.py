@@ -388,3 +388,24 @@ def test_pageable_bounce_reads_each_io_size_piece_of_the_file_once(tmp_path):
     assert set(result.tensors) == set(want)
     for name, tensor in want.items():
         assert torch.equal(result.tensors[name], tensor), name
+
+
+# --- the reader pool must run: a load whose workers never start fails here, instead of hanging ---------
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_load_finishes_on_its_worker_threads(tmp_path, threads):
+    tensors = {f"t{i}": torch.arange(i * 100, i * 100 + 300, dtype=torch.float32) for i in range(6)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    out: dict = {}
+
+    def load():
+        out["result"] = gdslab.load(tmp_path, datapath="host-direct", device="cpu", threads=threads,
+                                    io_size="4KiB")
+
+    runner = threading.Thread(target=load, daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "the load did not finish in 60 s: its reader threads never took a task"
+    for name, expected in tensors.items():
+        assert torch.equal(out["result"].tensors[name], expected), name
