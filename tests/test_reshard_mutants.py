@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gdslab.checkpoint import Checkpoint
+from gdslab.errors import LoadError
 from gdslab.plan import Slice
 from gdslab.reshard import PreshardedSet, ReshardError, is_preshard, open_set, rank_plan_of, reshard
 
@@ -301,3 +302,26 @@ def test_open_set_with_ranks_checks_only_those_ranks_files(tiny_set):
     for ranks in ([1], [0, 1], None):
         with pytest.raises(ReshardError, match="cut short"):
             open_set(pset.root, ranks=ranks)
+
+
+# --- _read: a zero-element tensor keeps its dtype and shape; a short source read names the file -----------
+
+
+def test_a_zero_element_tensor_keeps_its_dtype_and_shape_on_every_rank(tmp_path):
+    (tmp_path / "src").mkdir()
+    tensors = {"model.norm.weight": torch.ones(4, dtype=torch.bfloat16), "model.empty": torch.ones(0, dtype=torch.bfloat16)}
+    save_file(tensors, str(tmp_path / "src" / "model.safetensors"))
+    reshard(tmp_path / "src", tmp_path / "set", 2, progress=False)
+    for rank in (0, 1):
+        empty = load_file(str(tmp_path / "set" / f"model-rank-{rank}-part-0.safetensors"))["model.empty"]
+        assert (empty.dtype, tuple(empty.shape)) == (torch.bfloat16, (0,))
+
+
+def test_a_source_cut_short_after_its_header_was_read_is_named(tmp_path):
+    tiny_source(tmp_path / "src")
+    source = tmp_path / "src" / "model.safetensors"
+    ckpt = Checkpoint.open(source)  # the header is read now; the data is cut short after
+    os.truncate(source, os.path.getsize(source) - 8)
+    with pytest.raises(LoadError) as caught:
+        reshard(ckpt, tmp_path / "set", 2, progress=False)
+    assert caught.value.path == source and caught.value.reason.startswith("truncated: ")
