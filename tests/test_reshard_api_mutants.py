@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from gdslab import writer as writer_module
 from gdslab.checkpoint import Checkpoint
 from gdslab.reshard import ReshardError, open_set, reshard
+from test_reshard_mutants import tiny_source
 
 rs = importlib.import_module("gdslab.reshard")  # the module (gdslab.reshard the attribute is the function)
 
@@ -52,19 +53,7 @@ def header_order(path) -> list[str]:
     return sorted(header, key=lambda k: header[k]["data_offsets"][0])
 
 
-def source(folder):
-    """Vocabulary 8, hidden 4, one layer, F32: lm_head 128 B, embed 128 B, o 64 B, q 64 B, norm 16 B (400 B)."""
-    g = torch.Generator().manual_seed(11)
-    tensors = {
-        "model.embed_tokens.weight": torch.randn(8, 4, generator=g),
-        "model.layers.0.self_attn.q_proj.weight": torch.randn(4, 4, generator=g),
-        "model.layers.0.self_attn.o_proj.weight": torch.randn(4, 4, generator=g),
-        "model.norm.weight": torch.randn(4, generator=g),
-        "lm_head.weight": torch.randn(8, 4, generator=g),
-    }
-    folder.mkdir(parents=True)
-    save_file(tensors, str(folder / "model.safetensors"))
-    return tensors
+source = tiny_source  # vocabulary 8, hidden 4, one layer, F32: lm_head 128 B, embed 128 B, o 64 B, q 64 B, norm 16 B (400 B)
 
 
 LM, EMBED, O, Q, NORM = ("lm_head.weight", "model.embed_tokens.weight", "model.layers.0.self_attn.o_proj.weight",

@@ -85,7 +85,7 @@ def tiny_source(folder):
         "model.norm.weight": torch.randn(4, generator=g),
         "lm_head.weight": torch.randn(8, 4, generator=g),
     }
-    folder.mkdir()
+    folder.mkdir(parents=True)
     save_file(tensors, str(folder / "model.safetensors"))
     return tensors
 
