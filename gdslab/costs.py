@@ -107,17 +107,14 @@ class LoadCosts:
         self.device = device
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
-        self._sampled_peak = 0
-        self.window = None
 
     def __enter__(self) -> "LoadCosts":
         trim_heap()
         self.window = PROCESS.window()  # staging of every load in the process, counted
         self.cpu_start = _cpu_seconds()
-        self.start = _status_kib("VmRSS")
+        self.start = self._sampled_peak = _status_kib("VmRSS")
         self.hwm = _reset_peak_rss()
         if not self.hwm and self.start is not None:
-            self._sampled_peak = self.start
             self._sampler = threading.Thread(target=self._sample, name="gdslab-rss-sampler", daemon=True)
             self._sampler.start()
         if self.device.type == "cuda":
@@ -126,7 +123,12 @@ class LoadCosts:
 
     def _sample(self) -> None:
         while not self._stop.wait(_SAMPLE_S):
-            self._sampled_peak = max(self._sampled_peak, _status_kib("VmRSS") or 0)
+            self._sample_rss()
+
+    def _sample_rss(self) -> None:
+        now = _status_kib("VmRSS")
+        if now is not None:
+            self._sampled_peak = max(self._sampled_peak, now)
 
     def __exit__(self, *exc) -> None:
         self.cpu = _cpu_seconds() - self.cpu_start
@@ -134,7 +136,9 @@ class LoadCosts:
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join()
-        self.peak = _status_kib("VmHWM") if self.hwm else max(self._sampled_peak, _status_kib("VmRSS") or 0)
+            self._sample_rss()  # the end of the load, however short it was
+        # sampled: None when VmRSS could not be read at the start (then no sampler ran)
+        self.peak = _status_kib("VmHWM") if self.hwm else self._sampled_peak
         self.device_overhead = None
         if self.device.type == "cuda":
             self.device_overhead = max(0, torch.cuda.max_memory_allocated(self.device)

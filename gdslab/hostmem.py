@@ -24,6 +24,7 @@ class Window:
     """The peak of a ledger's bytes held since the window opened, above what it held then."""
 
     def __init__(self, ledger: "Ledger"):
+        """Made by `Ledger.window()`, under the ledger's lock: no take can slip between the start and the count."""
         self.ledger = ledger
         self.start = self.peak = ledger.held
         self.uncounted: list[str] = []
@@ -46,7 +47,7 @@ class Window:
 class Ledger:
     """Bytes of host staging memory held: `held` now, `peak` since the ledger was made (thread-safe)."""
 
-    def __init__(self, name: str = "load", parent: "Ledger | None" = None):
+    def __init__(self, name: str, parent: "Ledger | None" = None):
         self.name = name
         self.parent = parent
         self.held = 0
@@ -103,9 +104,8 @@ class Ledger:
 
     def window(self) -> Window:
         """A window on this ledger from now: its own peak above what is held now."""
-        window = Window(self)
         with self._lock:
-            window.start = window.peak = self.held
+            window = Window(self)
             self._windows.append(window)
         return window
 

@@ -11,6 +11,7 @@ the older tests left open: `ckpt[name]` and its KeyError, `by_file()` (empty sha
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -129,3 +130,23 @@ def test_of_files_refuses_a_tensor_in_two_files_naming_both(tmp_path):
         Checkpoint.of_files(tmp_path, [tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
     assert caught.value.path == tmp_path / "b.safetensors"
     assert caught.value.reason == "tensor 'w' is also in a.safetensors"
+
+
+def test_changed_says_exactly_why_the_file_is_no_longer_the_one_planned(tmp_path):
+    """ShardFile.changed(): each reason in its own words, and a change of size or of mtime alone is enough."""
+    path, _ = one_file(tmp_path)
+    size = path.stat().st_size
+    shard = Checkpoint.open(path).files[0]
+    assert shard.changed() is None
+    mtime = path.stat().st_mtime_ns
+    os.utime(path, ns=(mtime, mtime + 1_000_000_000))  # touched: same size, another mtime
+    assert shard.changed() == f"modified since the checkpoint was opened ({size} -> {size} bytes)"
+    os.truncate(path, size - 1)
+    os.utime(path, ns=(mtime, mtime))  # cut by a byte, mtime put back: the size alone tells
+    assert shard.changed() == f"modified since the checkpoint was opened ({size} -> {size - 1} bytes)"
+    copy = tmp_path / "copy.tmp"
+    copy.write_bytes(path.read_bytes())
+    os.replace(copy, path)  # another file (inode) at this path
+    assert shard.changed() == "replaced since the checkpoint was opened (another file at this path)"
+    path.unlink()
+    assert shard.changed() == "cannot stat: No such file or directory"

@@ -6,6 +6,9 @@ all-time peak, so LoadCosts samples VmRSS instead and says so.
 """
 
 import builtins
+import io
+import resource
+import threading
 import time
 
 import pytest
@@ -75,14 +78,64 @@ def test_with_clear_refs_the_peak_is_vmhwm_reset_at_the_start():
     assert 0.9 * block <= record["host_rss_overhead_bytes"] < 4 * block  # the window's peak, not the earlier one
 
 
+def _process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def test_cpu_seconds_count_the_work_done_inside_the_window():
+    before = _process_cpu_seconds()
+    assert before > 0.05  # this process did work before: a figure that adds it in is caught below
     with LoadCosts(torch.device("cpu")) as costs:
         start = time.process_time()
         x = 0
         while time.process_time() - start < 0.2:  # burn 0.2 s of CPU in this process
             x += 1
+    around = _process_cpu_seconds() - before
     cpu = costs.costs(0).record()["cpu_seconds"]
-    assert 0.15 <= cpu < 30
+    assert 0.15 <= cpu <= around + 0.01  # the window's own CPU time, not the process's total
+
+
+class FakeProc:
+    """/proc/self as a kernel without clear_refs shows it: a status text whose figures the test sets."""
+
+    def __init__(self, monkeypatch, **fields_kib):
+        self.fields = dict(fields_kib)
+        monkeypatch.setattr(costs_module, "open", self.open, raising=False)
+        monkeypatch.setattr(costs_module, "_SAMPLE_S", 3600.0)  # the sampler never wakes: only the edges count
+
+    def open(self, file, mode="r", *args, **kwargs):
+        if str(file) == "/proc/self/clear_refs":
+            raise PermissionError(13, "Permission denied", str(file))
+        if str(file) == "/proc/self/status":
+            lines = ["Name:\tpython3", "Umask:\t0022", "State:\tR (running)"]
+            lines += [f"{name}:\t{value:>8} kB" for name, value in self.fields.items()]
+            lines += ["Threads:\t3", "voluntary_ctxt_switches:\t10"]
+            return io.StringIO("\n".join(lines) + "\n")
+        return builtins.open(file, mode, *args, **kwargs)
+
+
+def test_the_sampled_peak_reads_vmrss_in_kib_at_both_edges_never_the_all_time_vmhwm(monkeypatch):
+    """Figures from a status text written here: 1000 kB at the start, 3000 kB at the end, VmHWM 9000 kB."""
+    proc = FakeProc(monkeypatch, VmPeak=12_000, VmSize=11_000, VmHWM=9_000, VmRSS=1_000, VmSwap=0)
+    with LoadCosts(torch.device("cpu")) as costs:
+        sampler = [t for t in threading.enumerate() if t.name == "gdslab-rss-sampler"]
+        assert len(sampler) == 1 and sampler[0].daemon  # named in thread dumps; never keeps Python alive
+        proc.fields["VmRSS"] = 3_000
+    record = costs.costs(0).record()
+    assert record["host_peak_method"] == "sampled"
+    assert record["host_rss_start"] == 1_024_000 and record["host_rss_peak"] == 3_072_000
+    assert record["host_rss_overhead_bytes"] == 2_048_000
+    assert not [t for t in threading.enumerate() if t.name == "gdslab-rss-sampler"]  # stopped on exit
+
+
+def test_a_status_text_without_vmrss_gives_no_rss_figure(monkeypatch):
+    FakeProc(monkeypatch, VmPeak=12_000, VmHWM=9_000)  # a kernel or sandbox that hides VmRSS
+    with LoadCosts(torch.device("cpu")) as costs:
+        pass
+    record = costs.costs(0).record()
+    assert record["host_rss_start"] is None and record["host_rss_peak"] is None
+    assert record["host_rss_overhead_bytes"] is None and costs._sampler is None
 
 
 def test_the_record_names_every_figure():
@@ -141,15 +194,16 @@ def test_without_proc_status_no_rss_figure_and_no_crash(monkeypatch):
 def test_the_device_figure_is_peak_allocated_above_what_stays(monkeypatch):
     """A fake CUDA memory-stats source: 700 bytes peak, 500 still allocated (the weights) -> 200 overhead."""
     calls = []
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append(("reset", device)))
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 700)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 500)
     device = torch.device("cuda", 3)
+    # keyed by device: asking for the current device (None) instead of the load's is a KeyError
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: {torch.device("cuda", 3): 700}[device])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: {torch.device("cuda", 3): 500}[device])
     with LoadCosts(device) as costs:
         pass
     assert calls == [("reset", device)]
     assert costs.costs(0).record()["device_overhead_bytes"] == 200
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 900)  # freed nothing, grew: 0, not < 0
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: {torch.device("cuda", 3): 900}[device])  # grew: 0, not < 0
     with LoadCosts(device) as costs:
         pass
     assert costs.costs(0).record()["device_overhead_bytes"] == 0

@@ -37,3 +37,34 @@ def test_taking_zero_bytes_is_allowed_and_a_negative_count_is_refused():
     with pytest.raises(ValueError, match=r"cannot take a negative number of bytes \(-1\)"):
         ledger.take(-1)
     assert ledger.held == 1
+
+
+def test_a_ledger_that_gives_back_more_than_it_holds_names_itself():
+    """The name is what the refusal says: a load's ledger calls itself "load"."""
+    from gdslab.hostmem import PROCESS, load_ledger
+
+    ledger = load_ledger()
+    assert ledger.parent is PROCESS
+    with pytest.raises(ValueError) as refused:
+        ledger.give(1)
+    assert str(refused.value) == "load ledger gives back 1 bytes but holds only 0"
+    ledger.take(10)
+    with pytest.raises(ValueError) as refused:
+        ledger.give(11)
+    assert str(refused.value) == "load ledger gives back 11 bytes but holds only 10"
+    ledger.give(10)
+    with pytest.raises(TypeError):
+        Ledger()  # every ledger is named by its maker: there is no default to be wrong
+
+
+def test_a_window_counts_from_what_is_held_when_it_opens():
+    ledger = Ledger("t")
+    ledger.take(100)
+    with ledger.window() as window:
+        assert (window.start, window.peak, window.overhead) == (100, 100, 0)
+        ledger.take(50)
+        ledger.give(120)
+        ledger.take(10)
+    assert (window.start, window.peak, window.overhead) == (100, 150, 50)
+    ledger.take(1000)  # after the window closed: not its business
+    assert window.peak == 150
