@@ -56,7 +56,9 @@ MUTATION_JOBS ?= 2
 
 mutation: $(STAMP)
 	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,mutation]'
-	nice -n 10 $(BIN)/python benchmarks/mutmut_run.py run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	rm -f mutants/mutmut-stats-failures.txt
+	nice -n 10 $(BIN)/python benchmarks/mutmut_run.py run --max-children $(MUTATION_JOBS) $(MUTANTS) \
+		|| { cat mutants/mutmut-stats-failures.txt 2>/dev/null; exit 1; }
 	$(BIN)/python benchmarks/mutation_table.py --names
 
 clean:

@@ -85,6 +85,21 @@ def pytest_collection_modifyitems(config, items):
     _end_after(MUTATION_WALL_FACTOR * expected + MUTATION_WALL_SLACK_S)
 
 
+STATS_FAILURES = "mutmut-stats-failures.txt"  # in mutants/, where mutmut runs its tests
+
+
+def pytest_runtest_logreport(report):
+    """Under mutmut's stats run, write each failing test's report to STATS_FAILURES.
+
+    mutmut runs its stats in a forked child whose output it does not show: a failing test
+    there ends the run with only "failed to collect stats. runner returned 1".
+    `make mutation` prints this file when that happens.
+    """
+    if report.failed and os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        with open(STATS_FAILURES, "a") as f:
+            f.write(f"{report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
+
+
 def _end_after(seconds: float) -> None:
     """End this mutant's test process after `seconds` of wall time, as mutmut's own timeout does.
 

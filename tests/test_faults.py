@@ -393,8 +393,20 @@ def test_keyboard_interrupt_in_a_reader_thread(ckpt_dir, datapath, monkeypatch):
         go(ckpt_dir, datapath)
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler, as an interactive session has, whatever the test harness set.
+
+    mutmut's fork server ignores SIGINT and its test processes inherit that: a Ctrl-C sent
+    there is dropped, so these tests failed for every mutant (and counted it killed).
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("datapath", OS_PATHS)
-def test_ctrl_c_stops_the_load_promptly(ckpt_dir, datapath, monkeypatch):
+def test_ctrl_c_stops_the_load_promptly(ckpt_dir, datapath, monkeypatch, ctrl_c_raises):
     """A real SIGINT sent to the main thread (Ctrl-C) while readers are busy: the load stops soon.
 
     Reads are slowed to 2 ms each and the signal goes out at the third; the load must end
@@ -418,7 +430,7 @@ def test_ctrl_c_stops_the_load_promptly(ckpt_dir, datapath, monkeypatch):
 
 
 @pytest.mark.parametrize("datapath", OS_PATHS)
-def test_ctrl_c_waits_for_the_reader_it_interrupted(ckpt_dir, datapath, monkeypatch):
+def test_ctrl_c_waits_for_the_reader_it_interrupted(ckpt_dir, datapath, monkeypatch, ctrl_c_raises):
     """Ctrl-C while the main thread waits on reader 0, which is mid-read: it must be waited for."""
     main, fired = threading.main_thread().ident, threading.Event()
 
