@@ -409,3 +409,97 @@ def test_a_load_finishes_on_its_worker_threads(tmp_path, threads):
     assert not runner.is_alive(), "the load did not finish in 60 s: its reader threads never took a task"
     for name, expected in tensors.items():
         assert torch.equal(out["result"].tensors[name], expected), name
+
+
+# --- the bounce paths' record: what each event says, the effective text, the staging held (run F) -------
+# Oracles: the file's own header length word (struct, by hand), the tensors' sizes from safetensors,
+# and the texts as the lab documents them.
+
+
+def _wide_header_checkpoint(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """One file whose header is longer than 4 KiB: its tensor bytes start past the first block."""
+    g = torch.Generator().manual_seed(29)
+    tensors = {f"model.layers.{i}.self_attn.a_rather_long_projection_name.weight": torch.randn(37 + i, generator=g)
+               for i in range(60)}
+    path = folder / "model.safetensors"
+    save_file(tensors, str(path))
+    return path, tensors
+
+
+def _data_start(path: Path) -> int:
+    with open(path, "rb") as f:
+        return 8 + int.from_bytes(f.read(8), "little")
+
+
+@pytest.mark.parametrize("direct", [False, True])
+@pytest.mark.parametrize("datapath", ["pageable-bounce", "pinned-bounce"])
+def test_a_bounce_load_logs_reads_to_the_host_and_copies_that_land_on_the_device(tmp_path, monkeypatch, datapath,
+                                                                                 direct):
+    path, tensors = _wide_header_checkpoint(tmp_path)
+    start, size = _data_start(path), path.stat().st_size
+    assert start > BLOCK  # the data's first block is not the file's first
+    fake = FakeDirect(monkeypatch, budget=1000)
+    result = gdslab.load(path, datapath=datapath, device="cpu", threads=1, io_size="4KiB", direct=direct)
+    assert bool(fake.fds) == direct  # O_DIRECT opened when asked for, and only then
+    waits = [e for e in result.events if e.stage == "wait"]
+    if datapath == "pinned-bounce":  # each chunk first takes a ring buffer: a wait, however short, on the device
+        assert len(waits) == len([e for e in result.events if e.stage == "read"])
+        assert {(e.nbytes, e.file, e.device, e.landed) for e in waits} == {(0, "", "cpu", False)}
+    for name, tensor in tensors.items():
+        assert torch.equal(result.tensors[name], tensor), name
+    reads = [e for e in result.events if e.stage == "read"]
+    copies = [e for e in result.events if e.stage == "copy"]
+    assert reads and copies
+    assert {(e.file, e.device, e.landed) for e in reads} == {(str(path), "host", False)}
+    assert {(e.file, e.device, e.landed) for e in copies} == {(str(path), "cpu", True)}
+    weights = sum(t.numel() * t.element_size() for t in tensors.values())
+    assert sum(e.nbytes for e in copies) == weights == size - start
+    if datapath == "pageable-bounce":
+        low = start // BLOCK * BLOCK
+        assert sorted(e.nbytes for e in copies) == sorted(t.numel() * t.element_size() for t in tensors.values())
+        assert sum(e.nbytes for e in reads) == size - low and min(e.nbytes for e in reads) > 0
+        # one buffer for the file, from the block holding its first tensor byte to the end, in whole blocks,
+        # and the block more that aligning it costs
+        assert result.details["host_overhead_bytes"] == -(-size // BLOCK) * BLOCK - low + BLOCK
+        want = "pageable-bounce analogue (read to a host buffer, then memcpy: two copies"
+    else:
+        assert sum(e.nbytes for e in reads) == weights
+        want = "pinned-bounce analogue (staging ring + memcpy; no page-locked memory without CUDA"
+    if direct:
+        assert result.effective.startswith(want + "; ") and result.effective.endswith(")")
+        assert "direct_share" in result.details
+    else:
+        assert result.effective == want + ")"
+        assert "direct_share" not in result.details
+
+
+def test_pageable_bounce_skips_a_file_with_nothing_to_read_and_goes_on_to_the_next(tmp_path):
+    """A shard holding only zero-element tensors has no bytes to read: the next shard must still be read."""
+    empty = {"a.empty": torch.zeros(0, 4), "b.empty": torch.zeros(3, 0)}
+    full = {"c.weight": torch.arange(4096, dtype=torch.float32), "d.bias": torch.arange(7, dtype=torch.int64)}
+    names = {"model-00001-of-00002.safetensors": empty, "model-00002-of-00002.safetensors": full}
+    for file, part in names.items():
+        save_file(part, str(tmp_path / file))
+    weight_map = {name: file for file, part in names.items() for name in part}
+    (tmp_path / "model.safetensors.index.json").write_text(
+        '{"metadata": {}, "weight_map": ' + str(weight_map).replace("'", '"') + "}")
+    result = gdslab.load(tmp_path, datapath="pageable-bounce", device="cpu", threads=1, io_size="4KiB")
+    for part in names.values():
+        for name, tensor in part.items():
+            assert result.tensors[name].shape == tensor.shape and torch.equal(result.tensors[name], tensor), name
+
+
+@pytest.mark.parametrize("datapath", ["pageable-bounce", "pinned-bounce", "host-direct"])
+def test_a_column_slice_is_read_run_by_run_into_its_place(tmp_path, datapath):
+    """A tensor-parallel column slice: one run per row, each landing after the one before (oracle: torch's slicing)."""
+    from safetensors.torch import load_file
+
+    w = torch.arange(6 * 10, dtype=torch.float32).reshape(6, 10)
+    path = tmp_path / "model.safetensors"
+    save_file({"w": w}, str(path))
+    start = _data_start(path)
+    row, first, width = 10 * 4, 3 * 4, 4 * 4  # columns 3..6 of each 40-byte row
+    runs = tuple((start + r * row + first, width) for r in range(6))
+    reads = [TensorRead("w", path, "F32", (6, 4), runs)]
+    result = gdslab.load(path, datapath=datapath, device="cpu", threads=2, io_size="4KiB", reads=reads)
+    assert torch.equal(result.tensors["w"], load_file(str(path))["w"][:, 3:7])
