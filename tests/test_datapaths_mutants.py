@@ -503,3 +503,106 @@ def test_a_column_slice_is_read_run_by_run_into_its_place(tmp_path, datapath):
     reads = [TensorRead("w", path, "F32", (6, 4), runs)]
     result = gdslab.load(path, datapath=datapath, device="cpu", threads=2, io_size="4KiB", reads=reads)
     assert torch.equal(result.tensors["w"], load_file(str(path))["w"][:, 3:7])
+
+
+# --- DirectFiles' edges and failures, and the host copy (run F's survivors) ---------------------------
+
+
+def _failing_with_eio(monkeypatch, fake: FakeDirect) -> None:
+    """Every read on an O_DIRECT descriptor fails as a dying disk does (EIO), not as a refusal (EINVAL)."""
+    def preadv(fd, buffers, offset, *rest):
+        if fd in fake.fds:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, buffers, offset, *rest)
+
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", preadv)
+
+
+def test_a_read_cut_short_in_its_tail_block_names_the_file_and_the_bytes(blob, monkeypatch):
+    path, data = blob
+    FakeDirect(monkeypatch)
+    with DirectFiles([path], True) as files:
+        offset = 6 * BLOCK  # 100 bytes are left; 200 are asked for, all in the tail block
+        with pytest.raises(LoadError) as cut:
+            files.read(dest_for(offset, 200), offset, path)
+        assert str(cut.value) == f"{path}: truncated: needed 200 bytes at byte {offset}, the file ended early"
+
+
+def test_a_failing_disk_is_named_with_the_byte_and_the_reason(blob, monkeypatch):
+    path, _ = blob
+    _failing_with_eio(monkeypatch, FakeDirect(monkeypatch))
+    with DirectFiles([path], True) as files:
+        with pytest.raises(LoadError) as failed:
+            files.read(dest_for(100, BLOCK), 100, path)
+        assert str(failed.value) == f"{path}: read failed at byte 100: Input/output error"
+        staging = aligned_host(2 * BLOCK).numpy()
+        with pytest.raises(LoadError) as failed:
+            files.read_superset(staging, 100, 50, path)
+        assert str(failed.value) == f"{path}: read failed at byte 100: Input/output error"
+
+
+def test_one_byte_and_a_range_inside_two_blocks_go_direct_by_the_fewest_calls(blob, monkeypatch):
+    path, data = blob
+    fake = FakeDirect(monkeypatch)
+    with DirectFiles([path], True) as files:
+        one = dest_for(100, 1)
+        files.read(one, 100, path)
+        assert one.tobytes() == data[100:101] and fake.calls == [(0, BLOCK)]
+        assert (files.direct_bytes, files.buffered_bytes) == (1, 0)
+        fake.calls.clear()
+        straddling = dest_for(100, 4000)  # [100, 4100): a head and a tail, no whole block between
+        files.read(straddling, 100, path)
+        assert straddling.tobytes() == data[100:4100]
+        assert fake.calls == [(0, BLOCK), (BLOCK, BLOCK)]
+
+
+def test_read_superset_reads_the_whole_blocks_around_the_range_in_one_call(blob, monkeypatch):
+    path, data = blob
+    fake = FakeDirect(monkeypatch)
+    staging = aligned_host(5000 + 2 * BLOCK).numpy()
+    with DirectFiles([path], True) as files:
+        at = files.read_superset(staging, BLOCK + 100, 5000, path)  # [4196, 9196): blocks 1 and 2
+        assert at == 100 and staging[at:at + 5000].tobytes() == data[BLOCK + 100:BLOCK + 5100]
+        assert fake.calls == [(BLOCK, 2 * BLOCK)]
+        offset = len(data) - 50  # 50 bytes left, 200 asked for
+        with pytest.raises(LoadError) as cut:
+            files.read_superset(staging, offset, 200, path)
+        assert str(cut.value) == f"{path}: truncated: needed 200 bytes at byte {offset}, the file ended early"
+
+
+def test_host_copies_never_go_through_torch_and_device_copies_keep_their_non_blocking(monkeypatch):
+    """Host to host is one numpy memcpy on the calling thread; to a device, `copy_` with the caller's non_blocking."""
+    source = torch.arange(64, dtype=torch.uint8)
+    seen = []
+    real_copy = torch.Tensor.copy_
+
+    def recording_copy(self, src, non_blocking=False):
+        if self.device.type == "cpu":
+            raise AssertionError("a host copy went through torch's copy_")
+        seen.append(non_blocking)
+        return real_copy(self, src, non_blocking=non_blocking)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", recording_copy)
+    dest = torch.zeros(64, dtype=torch.uint8)
+    base.copy_bytes(dest, source)
+    assert torch.equal(dest, torch.arange(64, dtype=torch.uint8))
+    meta = torch.empty(64, dtype=torch.uint8, device="meta")  # a device with no data: the copy's call is what shows
+    base.copy_bytes(meta, source)
+    base.copy_bytes(meta, source, non_blocking=True)
+    assert seen == [False, True]
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_host_direct_opens_o_direct_only_when_asked_and_counts_its_bounce_block(tmp_path, monkeypatch, direct):
+    path, tensors = _wide_header_checkpoint(tmp_path)  # tensors of 148-384 bytes: unaligned edges
+    fake = FakeDirect(monkeypatch, budget=1000)
+    result = gdslab.load(path, datapath="host-direct", device="cpu", threads=1, io_size="4KiB", direct=direct)
+    for name, tensor in tensors.items():
+        assert torch.equal(result.tensors[name], tensor), name
+    assert bool(fake.fds) == direct
+    reads = [e for e in result.events if e.stage == "read"]  # one copy: each read lands on the device
+    assert {(e.file, e.device, e.landed) for e in reads} == {(str(path), "cpu", True)}
+    assert sum(e.nbytes for e in reads) == sum(t.numel() * t.element_size() for t in tensors.values())
+    # one reader thread: one bounce block (aligned_host's 4 KiB and the 4 KiB more that aligning it costs)
+    assert result.details["host_overhead_bytes"] == (2 * BLOCK if direct else 0)
