@@ -606,3 +606,17 @@ def test_host_direct_opens_o_direct_only_when_asked_and_counts_its_bounce_block(
     assert sum(e.nbytes for e in reads) == sum(t.numel() * t.element_size() for t in tensors.values())
     # one reader thread: one bounce block (aligned_host's 4 KiB and the 4 KiB more that aligning it costs)
     assert result.details["host_overhead_bytes"] == (2 * BLOCK if direct else 0)
+
+
+def test_release_staging_of_one_device_leaves_the_other_devices_pooled(monkeypatch):
+    from gdslab.datapaths import pinned_bounce
+
+    pool = _Pool()
+    monkeypatch.setattr(pinned_bounce, "POOL", pool)
+    meta = torch.device("meta")  # a second device key; its staging is host memory here like any non-CUDA one
+    for device, nbytes in ((CPU, 5000), (meta, 3000)):
+        pool.take(device, nbytes)
+        pool.give_back(device)
+    assert pinned_bounce.release_staging("meta") == 3000
+    assert set(pool.memory) == {"cpu"}
+    assert pinned_bounce.release_staging() == 5000 and not pool.memory
