@@ -620,3 +620,97 @@ def test_release_staging_of_one_device_leaves_the_other_devices_pooled(monkeypat
     assert pinned_bounce.release_staging("meta") == 3000
     assert set(pool.memory) == {"cpu"}
     assert pinned_bounce.release_staging() == 5000 and not pool.memory
+
+
+# --- LoadJob: which small tensors share a read, at its exact boundaries (run F's survivors) -------------
+# Oracle: the rule as LoadJob's docstring states it, applied by hand to reads laid out here.
+
+A, B = Path("a.safetensors"), Path("b.safetensors")
+
+
+def u8(name, offset, n, file=A, dtype="U8"):
+    return TensorRead(name, file, dtype, (n // {"U8": 1, "F32": 4}[dtype],), ((offset, n),))
+
+
+def members(reads, coalesce_below, io_size=1 << 20):
+    planned = LoadJob(reads, CPU, 1, io_size, EventLog(), threading.Event(), coalesce_below=coalesce_below)
+    return [[planned.reads[i].name for i, _ in g.members] for g in planned.groups]
+
+
+def test_coalescing_takes_tensors_of_1_to_limit_minus_1_bytes_back_to_back_up_to_exactly_io_size():
+    assert members([u8("a", 0, 1), u8("b", 1, 1)], coalesce_below=2) == [["a", "b"]]  # 1 byte: small enough
+    assert members([u8("a", 0, 7), u8("b", 7, 8)], coalesce_below=8) == []  # 8 bytes is not below 8
+    assert members([u8("a", 0, 8), u8("b", 8, 8)], coalesce_below=9, io_size=16) == [["a", "b"]]  # exactly io_size
+    assert members([u8("a", 0, 8), u8("b", 8, 9)], coalesce_below=10, io_size=16) == []  # one byte over
+    # io_size counts from the group's own start, wherever in the file it is
+    assert members([u8("a", 5000, 8), u8("b", 5008, 8)], coalesce_below=9, io_size=16) == [["a", "b"]]
+
+
+def test_a_large_tensor_or_another_file_ends_a_group_and_grouping_goes_on_after_it():
+    reads = [u8("a", 0, 4), u8("b", 4, 4), u8("big", 8, 100), u8("c", 108, 4), u8("d", 112, 4)]
+    assert members(reads, coalesce_below=8) == [["a", "b"], ["c", "d"]]
+    # the same offsets, back to back, but in two files: not one read
+    assert members([u8("a", 0, 4, A), u8("b", 4, 4, B)], coalesce_below=8) == []
+
+
+def test_a_member_joins_only_at_a_multiple_of_its_itemsize_from_the_group_start():
+    # the group starts at byte 1: an F32 at byte 5 is 4 bytes in (joins), one at byte 6 is 5 bytes in (does not)
+    joins = [u8("a", 1, 1), u8("b", 2, 3), u8("f", 5, 4, dtype="F32")]
+    assert members(joins, coalesce_below=8) == [["a", "b", "f"]]
+    apart = [u8("a", 1, 1), u8("b", 2, 4), u8("f", 6, 4, dtype="F32")]
+    assert members(apart, coalesce_below=8) == [["a", "b"]]
+
+
+def test_chunks_come_file_by_file_then_by_offset():
+    reads = [u8("b1", 0, 10, B), u8("a2", 50, 10, A), u8("b2", 30, 10, B), u8("a1", 20, 10, A)]
+    order = [(c.file.name, c.file_offset) for c in job(reads).chunks()]
+    assert order == [("a.safetensors", 20), ("a.safetensors", 50), ("b.safetensors", 0), ("b.safetensors", 30)]
+
+
+def test_a_read_with_no_runs_still_gets_its_empty_destination():
+    empty = TensorRead("nothing", A, "F32", (0, 3), ())
+    assert job([empty]).destination(0).shape == (0, 3)
+
+
+def test_on_a_device_the_destination_is_made_there_with_its_shape_and_dtype_and_logged_there():
+    meta = torch.device("meta")  # a device that is not the host, on any machine
+    log = EventLog()
+    planned = LoadJob(READS, meta, 1, 1 << 20, log, threading.Event())
+    w, b = planned.destination(0), planned.destination(1)
+    assert (w.device, w.shape, w.dtype) == (meta, (2, 3), torch.float32)
+    assert (b.device, b.shape, b.dtype) == (meta, (4,), torch.bfloat16)
+    assert [(e.stage, e.nbytes, e.file, e.device) for e in log.events] == [
+        ("alloc", 24, "a.safetensors", "meta"), ("alloc", 8, "a.safetensors", "meta")]
+
+
+def test_host_only_paths_say_so_for_a_device_and_others_are_available_with_no_reason():
+    from gdslab.datapaths.host_direct import HostDirect
+    from gdslab.datapaths.pageable_bounce import PageableBounce
+
+    assert HostDirect().availability(torch.device("cpu")) == (True, "")
+    assert HostDirect().availability(torch.device("meta")) == (False, "host-only path (device must be 'cpu')")
+    assert PageableBounce().availability(torch.device("meta")) == (True, "")
+
+
+def test_reader_threads_are_daemons(tmp_path, monkeypatch):
+    """A reader stuck in a system call must not keep Python from exiting."""
+    save_file({"t": torch.arange(5000, dtype=torch.float32)}, str(tmp_path / "model.safetensors"))
+    daemons, real = set(), os.preadv
+
+    def preadv(fd, buffers, offset, *rest):
+        daemons.add((threading.current_thread().name, threading.current_thread().daemon))
+        return real(fd, buffers, offset, *rest)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    gdslab.load(tmp_path, datapath="host-direct", device="cpu", threads=2, io_size="4KiB")
+    readers = {(name, daemon) for name, daemon in daemons if name != threading.current_thread().name}
+    assert readers and all(daemon for _, daemon in readers)
+
+
+def test_a_group_after_the_first_read_fills_its_own_members():
+    reads = [u8("big", 0, 100), u8("a", 100, 4), u8("b", 104, 4)]
+    planned = LoadJob(reads, CPU, 1, 1 << 20, EventLog(), threading.Event(), coalesce_below=8)
+    (chunk,) = [c for c in planned.chunks() if c.group >= 0]
+    view = planned.chunk_view(chunk)
+    view.copy_(torch.arange(8, dtype=torch.uint8))
+    assert planned.destination(1).tolist() == [0, 1, 2, 3] and planned.destination(2).tolist() == [4, 5, 6, 7]
