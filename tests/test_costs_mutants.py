@@ -99,13 +99,16 @@ def test_cpu_seconds_count_the_work_done_inside_the_window():
 class FakeProc:
     """/proc/self as a kernel without clear_refs shows it: a status text whose figures the test sets."""
 
-    def __init__(self, monkeypatch, **fields_kib):
+    def __init__(self, monkeypatch, clear_refs: bool = False, **fields_kib):
         self.fields = dict(fields_kib)
+        self.clear_refs = clear_refs
         monkeypatch.setattr(costs_module, "open", self.open, raising=False)
         monkeypatch.setattr(costs_module, "_SAMPLE_S", 3600.0)  # the sampler never wakes: only the edges count
 
     def open(self, file, mode="r", *args, **kwargs):
         if str(file) == "/proc/self/clear_refs":
+            if self.clear_refs:
+                return io.StringIO()
             raise PermissionError(13, "Permission denied", str(file))
         if str(file) == "/proc/self/status":
             lines = ["Name:\tpython3", "Umask:\t0022", "State:\tR (running)"]
@@ -136,6 +139,16 @@ def test_a_status_text_without_vmrss_gives_no_rss_figure(monkeypatch):
     record = costs.costs(0).record()
     assert record["host_rss_start"] is None and record["host_rss_peak"] is None
     assert record["host_rss_overhead_bytes"] is None and costs._sampler is None
+
+
+def test_a_peak_without_a_start_gives_no_overhead_figure(monkeypatch):
+    """clear_refs allowed and VmHWM shown, VmRSS hidden: a peak, but nothing to measure it from."""
+    FakeProc(monkeypatch, clear_refs=True, VmHWM=9_000)
+    with LoadCosts(torch.device("cpu")) as costs:
+        pass
+    record = costs.costs(0).record()
+    assert record["host_peak_method"] == "VmHWM" and record["host_rss_peak"] == 9_216_000
+    assert record["host_rss_start"] is None and record["host_rss_overhead_bytes"] is None
 
 
 def test_the_record_names_every_figure():
