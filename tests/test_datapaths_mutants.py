@@ -714,3 +714,73 @@ def test_a_group_after_the_first_read_fills_its_own_members():
     view = planned.chunk_view(chunk)
     view.copy_(torch.arange(8, dtype=torch.uint8))
     assert planned.destination(1).tolist() == [0, 1, 2, 3] and planned.destination(2).tolist() == [4, 5, 6, 7]
+
+
+# --- opening files, counting bytes, huge-page advice (run F's survivors) ---------------------------------
+
+
+def test_a_file_that_cannot_be_opened_is_named_with_the_reason(tmp_path, monkeypatch):
+    missing = tmp_path / "gone.safetensors"
+    with pytest.raises(LoadError) as failed:
+        base.OpenFiles([missing])
+    assert str(failed.value) == f"{missing}: cannot open: No such file or directory"
+    path = tmp_path / "there.bin"
+    path.write_bytes(b"x" * BLOCK)
+    real_open = os.open
+
+    def no_direct_for_you(file, flags, *rest):
+        if flags & os.O_DIRECT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, flags, *rest)
+
+    monkeypatch.setattr(os, "open", no_direct_for_you)
+    with pytest.raises(LoadError) as failed:
+        DirectFiles([path], True)
+    assert str(failed.value) == f"{path}: cannot open: Permission denied"
+
+
+def test_an_os_without_o_direct_is_said_and_buffered_bytes_add_up(blob, monkeypatch):
+    path, data = blob
+    monkeypatch.delattr(os, "O_DIRECT")
+    with DirectFiles([path], True) as files:
+        assert files.refused == "this OS has no O_DIRECT" and not files.direct
+        for offset, n in ((0, 100), (1000, 200)):
+            dest = np.empty(n, dtype=np.uint8)
+            files.read(dest, offset, path)
+            assert dest.tobytes() == data[offset:offset + n]
+        assert (files.direct_bytes, files.buffered_bytes) == (0, 300)
+
+
+def test_huge_page_advice_covers_the_whole_2_mib_pages_inside_a_large_host_tensor(monkeypatch):
+    calls = []
+    monkeypatch.setattr(base, "_madvise", lambda: lambda start, length, advice: calls.append((start, length, advice)))
+    huge = 2 << 20
+    small = base.empty_host((2 * huge - 1,), huge_pages=True)  # under two huge pages: no advice
+    assert calls == [] and small.numel() == 2 * huge - 1
+    assert base.empty_host((4 * huge,), huge_pages=False).numel() == 4 * huge and calls == []  # not asked
+    t = base.empty_host((1000, 3 * huge // 1000), torch.float32, huge_pages=True)
+    assert (t.shape, t.dtype) == ((1000, 3 * huge // 1000), torch.float32)
+    first = -(-t.data_ptr() // huge) * huge  # the first 2 MiB boundary in the tensor, by hand
+    last = (t.data_ptr() + t.numel() * 4) // huge * huge  # the last one
+    assert calls == [(first, last - first, 14)]  # MADV_HUGEPAGE is 14 (linux/mman-common.h)
+
+
+def test_huge_page_advice_from_exactly_two_pages_by_default_where_it_cannot_stall(monkeypatch):
+    calls = []
+    monkeypatch.setattr(base, "_madvise", lambda: lambda start, length, advice: calls.append((start, length, advice)))
+    monkeypatch.setattr(base, "huge_pages_without_stalls", lambda: True)
+    huge, real_empty = 2 << 20, torch.empty
+
+    def on_a_huge_page(shape, dtype=torch.uint8, **kw):
+        """torch.empty placed at a 2 MiB boundary (the case where rounding the start up changes nothing)."""
+        n = int(np.prod(shape)) * dtype.itemsize
+        raw = real_empty(n + huge, dtype=torch.uint8)
+        skip = -raw.data_ptr() % huge
+        return raw[skip:skip + n].view(dtype).view(shape)
+
+    monkeypatch.setattr(torch, "empty", on_a_huge_page)
+    t = base.empty_host((2 * huge,))  # exactly two pages, from a boundary, by default (the machine says it is safe)
+    assert t.data_ptr() % huge == 0 and calls == [(t.data_ptr(), 2 * huge, 14)]
+    calls.clear()
+    odd = base.empty_host((2 * huge + 1,))  # an odd end: still whole pages only
+    assert calls == [(odd.data_ptr(), 2 * huge, 14)]
